@@ -15,8 +15,6 @@ plane-wave ``BH`` all plug into the same sampler.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
@@ -134,14 +132,19 @@ class Identity(SVDOperator):
 
 
 # --- separable blur (paper Sect. III; DESIGN §3) --------------------------------------------------
+def _half_width(std_px: float, half_width: int | None) -> int:
+    """Default truncation ±round(2.5 std) (7 taps at the paper's 1.2 px), at least ±1."""
+    return max(1, int(round(2.5 * std_px))) if half_width is None else int(half_width)
+
+
 def gaussian_kernel(std_px: float, *, half_width: int | None = None) -> np.ndarray:
-    """Sampled Gaussian ``exp(-k²/(2 std²))``, ``k = -hw..hw``, ``hw = ceil(2.5·std)`` by default.
+    """Sampled Gaussian ``exp(-k²/(2 std²))``, ``k = -hw..hw``, ``hw = round(2.5·std)`` by default.
 
     Normalised to unit energy (``sum(h²) = 1``).
     """
     if not std_px > 0:
         raise ValueError(f"std_px must be positive, got {std_px!r}")
-    hw = int(math.ceil(2.5 * std_px)) if half_width is None else int(half_width)
+    hw = _half_width(std_px, half_width)
     k = np.arange(-hw, hw + 1, dtype=np.float64)
     h = np.exp(-(k**2) / (2 * std_px**2))
     return h / np.linalg.norm(h)
@@ -157,7 +160,7 @@ def modulated_gaussian_kernel(
     """
     if not period_px > 0:
         raise ValueError(f"period_px must be positive, got {period_px!r}")
-    hw = int(math.ceil(2.5 * std_px)) if half_width is None else int(half_width)
+    hw = _half_width(std_px, half_width)
     k = np.arange(-hw, hw + 1, dtype=np.float64)
     h = np.cos(2 * np.pi * k / period_px) * np.exp(-(k**2) / (2 * std_px**2))
     return h / np.linalg.norm(h)

@@ -1,0 +1,143 @@
+"""The two-way (pulse-echo) pulse ``h = h0 ∗ he ∗ h0`` and its polyphase table.
+
+Paper eq. (2): the received signal is the reflectivity convolved with ``h``, the excitation ``he``
+filtered twice by the element impulse response ``h0`` (transmit and receive). Parameters from
+DESIGN §2 (the DRUS reference): excitation = Gaussian-windowed cosine at ``fe`` = 5.208 MHz, 67 %
+bandwidth, 2.5 cycles; element response = Gaussian-windowed cosine at 5.1333 MHz, 65 % bandwidth,
+support ±2 periods. The Gaussian window is ``exp(-t²/a)`` with ``a = 4 ln2 / (π f BWR)²``, which puts
+the −6 dB points of the spectrum at ``f (1 ± BWR/2)``.
+
+The pulse is sampled ``oversampling`` times finer than the channel data (10× by default) so that a
+fractional delay rounded to 1/10 of a sample selects one row of a *polyphase table*: row ``f`` holds
+the taps ``h((j - f/oversampling) / fs)`` at the integer sample offsets ``j``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "gaussian_windowed_cosine",
+    "PulseEcho",
+    "picmus_pulse",
+]
+
+
+def gaussian_windowed_cosine(
+    t: np.ndarray, *, frequency: float, bandwidth: float
+) -> np.ndarray:
+    """``cos(2π f t) · exp(-t² / a)`` with ``a = 4 ln2 / (π f BWR)²``.
+
+    Parameters
+    ----------
+    t : array
+        Times in s.
+    frequency : float
+        Centre frequency ``f`` in Hz.
+    bandwidth : float
+        Fractional −6 dB bandwidth ``BWR`` (e.g. 0.67).
+    """
+    a = 4 * np.log(2) / (np.pi * frequency * bandwidth) ** 2
+    return np.cos(2 * np.pi * frequency * t) * np.exp(-(t**2) / a)
+
+
+@dataclass(frozen=True)
+class PulseEcho:
+    """A two-way pulse sampled at ``sampling_frequency · oversampling``.
+
+    Attributes
+    ----------
+    samples : np.ndarray
+        ``[n_taps_fine]`` pulse, peak-normalised, odd length, centred: sample ``lag`` is ``t = 0``.
+    sampling_frequency : float
+        ``fs`` of the channel data in Hz.
+    oversampling : int
+        Fine samples per channel-data sample.
+    """
+
+    samples: np.ndarray
+    sampling_frequency: float
+    oversampling: int = 10
+
+    def __post_init__(self) -> None:
+        s = np.asarray(self.samples, dtype=np.float64)
+        if s.ndim != 1 or s.size % 2 != 1:
+            raise ValueError(f"pulse samples must be 1-D with odd length (centred), got shape {s.shape}")
+        object.__setattr__(self, "samples", s)
+
+    @property
+    def lag(self) -> int:
+        """Index of ``t = 0`` in :attr:`samples`."""
+        return self.samples.size // 2
+
+    @property
+    def fine_times(self) -> np.ndarray:
+        """``[n_taps_fine]`` times of :attr:`samples` in s."""
+        return (np.arange(self.samples.size) - self.lag) / (self.sampling_frequency * self.oversampling)
+
+    @property
+    def half_width(self) -> int:
+        """Largest integer tap offset ``J`` such that taps ``-J..J`` cover the pulse support."""
+        return int(np.ceil(self.lag / self.oversampling))
+
+    def polyphase(self) -> tuple[np.ndarray, np.ndarray]:
+        """Polyphase table of the pulse.
+
+        Returns
+        -------
+        offsets : np.ndarray
+            ``[n_taps]`` integer sample offsets ``j = -J..J``.
+        table : np.ndarray
+            ``[oversampling, n_taps]`` float64: ``table[f, j] = h((j - f / oversampling) / fs)``,
+            i.e. the response at sample ``n + j`` of a scatterer whose echo arrives at the fractional
+            sample ``n + f / oversampling``.
+        """
+        q = self.oversampling
+        J = self.half_width
+        offsets = np.arange(-J, J + 1)
+        fine = offsets[None, :] * q - np.arange(q)[:, None] + self.lag
+        valid = (fine >= 0) & (fine < self.samples.size)
+        table = np.where(valid, self.samples[np.clip(fine, 0, self.samples.size - 1)], 0.0)
+        # drop offsets that are zero for every phase (keeps the table tight)
+        keep = np.flatnonzero(np.any(table != 0, axis=0))
+        return offsets[keep[0] : keep[-1] + 1], table[:, keep[0] : keep[-1] + 1]
+
+
+def picmus_pulse(
+    *,
+    sampling_frequency: float = 20.832e6,
+    excitation_frequency: float = 5.208e6,
+    excitation_bandwidth: float = 0.67,
+    excitation_cycles: float = 2.5,
+    element_frequency: float = 5.1333e6,
+    element_bandwidth: float = 0.65,
+    element_periods: float = 2.0,
+    oversampling: int = 10,
+) -> PulseEcho:
+    """The DRUS two-way pulse for the L11-4v (DESIGN §2).
+
+    ``h = h0 ∗ he ∗ h0`` with ``he`` supported on ±``excitation_cycles``/2 periods of
+    ``excitation_frequency`` and ``h0`` on ±``element_periods`` periods of ``element_frequency``;
+    normalised to a peak of 1, and only the central half of the full convolution is kept.
+    """
+    fine_fs = sampling_frequency * oversampling
+    dt = 1.0 / fine_fs
+
+    def support(half: float) -> np.ndarray:
+        n = int(np.floor(half / dt))
+        return np.arange(-n, n + 1) * dt
+
+    he = gaussian_windowed_cosine(
+        support(excitation_cycles / 2 / excitation_frequency),
+        frequency=excitation_frequency,
+        bandwidth=excitation_bandwidth,
+    )
+    h0 = gaussian_windowed_cosine(
+        support(element_periods / element_frequency), frequency=element_frequency, bandwidth=element_bandwidth
+    )
+    h = np.convolve(np.convolve(h0, he), h0)  # odd length, centred
+    h = h / np.max(np.abs(h))
+    c, quarter = h.size // 2, h.size // 4
+    return PulseEcho(h[c - quarter : c + quarter + 1], sampling_frequency, oversampling)

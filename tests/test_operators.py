@@ -1,0 +1,112 @@
+"""The operator contract, run on every operator drus has (STYLE §2, §9)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from drus.beamform import MatchedFilterBeamformer
+from drus.geometry import paper_grid
+from drus.operators import (
+    Identity,
+    SeparableBlur,
+    convolution_matrix,
+    gaussian_kernel,
+    modulated_gaussian_kernel,
+)
+
+
+def _blur(dtype):
+    return SeparableBlur(modulated_gaussian_kernel(1.2, 4.0), gaussian_kernel(1.2), (9, 7), dtype=dtype)
+
+
+def _paper_blur(dtype):
+    return SeparableBlur.paper(paper_grid(256).resized(24, 20), dtype=dtype)
+
+
+def _identity(dtype):
+    return Identity((5, 6), dtype=dtype)
+
+
+def _bh(dtype, tiny=None):
+    from drus.geometry import ImageGrid, LinearProbe, PlaneWave
+
+    probe = LinearProbe(8, 0.3e-3, 5.208e6, 0.67)
+    grid = ImageGrid.from_extent(x_min=-0.6e-3, x_max=0.6e-3, z_min=5e-3, z_max=6e-3, n_x=6, n_z=5)
+    bf = MatchedFilterBeamformer(probe, PlaneWave(20.832e6, 1540.0), grid, dtype=np.float64)
+    return bf.BH
+
+
+ALL = {"identity": _identity, "blur": _blur, "paper-blur": _paper_blur, "BH": _bh}
+WITH_SVD = {k: v for k, v in ALL.items() if k != "BH"}
+
+
+@pytest.mark.parametrize("make", ALL.values(), ids=ALL.keys())
+def test_adjointness(make):
+    A = make(torch.float64)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, *A.in_shape, generator=g, dtype=torch.float64)
+    y = torch.randn(3, *A.out_shape, generator=g, dtype=torch.float64)
+    lhs = (A.apply(x) * y).sum()
+    rhs = (x * A.adjoint(y)).sum()
+    assert torch.allclose(lhs, rhs, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("make", WITH_SVD.values(), ids=WITH_SVD.keys())
+def test_svd_view(make):
+    A = make(torch.float64)
+    n = int(np.prod(A.in_shape))
+    eye = torch.eye(n, dtype=torch.float64).reshape(n, *A.in_shape)
+    # V is orthogonal: Vᵀ V = I and V Vᵀ = I (square operators)
+    vt = A.Vt(eye).reshape(n, -1)
+    assert torch.allclose(vt @ vt.T, torch.eye(n, dtype=torch.float64), atol=1e-10)
+    assert torch.allclose(A.V(A.Vt(eye)), eye, atol=1e-10)
+    ut = A.Ut(torch.eye(n, dtype=torch.float64).reshape(n, *A.out_shape)).reshape(n, -1)
+    assert torch.allclose(ut @ ut.T, torch.eye(n, dtype=torch.float64), atol=1e-10)
+    # A = U S Vᵀ against the operator's own apply
+    dense = A.apply(eye).reshape(n, -1).T
+    usv = A.U(A.singular_values * A.Vt(eye)).reshape(n, -1).T
+    assert torch.allclose(dense, usv, atol=1e-10)
+    assert torch.all(A.singular_values >= 0)
+
+
+def test_blur_matches_direct_convolution():
+    from scipy.signal import convolve2d
+
+    kz, kx = modulated_gaussian_kernel(1.2, 4.0), gaussian_kernel(1.2)
+    A = SeparableBlur(kz, kx, (9, 7), dtype=torch.float64)
+    x = np.random.default_rng(0).standard_normal((9, 7))
+    ref = convolve2d(x, np.outer(kz, kx), mode="same")
+    assert np.allclose(A.apply(torch.from_numpy(x)).numpy(), ref, atol=1e-12)
+
+
+def test_paper_kernels_are_unit_energy_and_physical():
+    grid = paper_grid(256)
+    A = SeparableBlur.paper(grid)
+    assert np.isclose(np.sum(A.kernel_x**2), 1) and np.isclose(np.sum(A.kernel_z**2), 1)
+    # lateral std 0.17 mm ≈ 1.2 px on the paper grid: 7 taps
+    assert A.kernel_x.size == 7
+    # the axial kernel is cosine-modulated: negative side lobes, symmetric, peak at the centre
+    assert A.kernel_z.size == 7 and A.kernel_z.min() < -0.2
+    assert np.allclose(A.kernel_z, A.kernel_z[::-1]) and np.argmax(A.kernel_z) == 3
+
+
+def test_convolution_matrix_rejects_even_kernel():
+    with pytest.raises(ValueError, match="odd"):
+        convolution_matrix(np.ones(4), 5)
+
+
+def test_shape_errors_name_the_argument():
+    A = _blur(torch.float32)
+    with pytest.raises(ValueError, match="x must have trailing shape"):
+        A.apply(torch.zeros(3, 4))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        A.apply(np.zeros((9, 7)))
+
+
+def test_batch_dims_are_free():
+    A = _blur(torch.float64)
+    x = torch.randn(2, 3, 9, 7, dtype=torch.float64)
+    assert A.apply(x).shape == (2, 3, 9, 7)
+    assert torch.allclose(A.apply(x)[1, 2], A.apply(x[1, 2]))
