@@ -20,7 +20,7 @@ def main(verbose: int) -> None:
 
 @main.command()
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out/demo", show_default=True, help="Output folder.")
-@click.option("--quick", is_flag=True, help="Smaller grid, fewer samples and steps (about a minute on 2 CPU cores).")
+@click.option("--quick", is_flag=True, help="C = 4 samples and 20 steps instead of 10 and 50 (about a minute on 2 CPU cores).")
 @click.option("--seed", type=int, default=1000, show_default=True, help="Speckle/noise seed (held out from training).")
 @click.option("--prior", type=click.Path(exists=True, dir_okay=False), default=None, help="Prior checkpoint (.safetensors); default: the shipped prior.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, …")
@@ -48,9 +48,10 @@ def demo(out_dir, quick, seed, prior, device, n_samples, n_steps, gamma) -> None
 @click.option("--f-number", type=float, default=1.4, show_default=True)
 @click.option("--center-frequency", type=float, default=5.208e6, show_default=True, help="Probe f0 in Hz (for the probe description).")
 @click.option("--dynamic-range", type=float, default=60.0, show_default=True, help="B-mode range in dB.")
-def beamform(path, out_png, angles, x_range, z_range, pixel, f_number, center_frequency, dynamic_range) -> None:
+@click.option("--points", "n_points", type=int, default=0, help="Measure the −6 dB FWHM of the N brightest isolated point targets (wires).")
+def beamform(path, out_png, angles, x_range, z_range, pixel, f_number, center_frequency, dynamic_range, n_points) -> None:
     """Delay-and-sum B-mode of a channel-data file (PICMUS/USTB HDF5, Gammex .mat, Field II HDF5)."""
-    from .beamform import bmode, das
+    from .beamform import das, envelope, log_compress
     from .geometry import ImageGrid
     from .io import read_channel_data
     from .plotting import save_bmode_figure
@@ -76,11 +77,60 @@ def beamform(path, out_png, angles, x_range, z_range, pixel, f_number, center_fr
         cd.data[idx], probe=probe, waves=[cd.plane_wave(i) for i in idx], grid=grid, f_number=f_number,
         modulation_frequency=cd.modulation_frequency,
     )
-    db = bmode(img, dynamic_range=dynamic_range, rf=not cd.is_iq)
+    env = envelope(img)
+    db = log_compress(env, dynamic_range=dynamic_range)
     out_png = Path(out_png) if out_png else Path(path).with_suffix(".das.png")
     title = f"DAS, {len(idx)} plane wave{'s' if len(idx) > 1 else ''}"
     save_bmode_figure({title: db}, grid, out_png, dynamic_range=dynamic_range, title=Path(path).name)
     click.echo(f"wrote {out_png}")
+    if n_points:
+        from .metrics import find_point_targets, resolution_metrics
+
+        pts = find_point_targets(env, grid, n_points)
+        res = resolution_metrics(env, grid, pts)
+        click.echo(f"{'x [mm]':>8}{'z [mm]':>8}{'axial FWHM [mm]':>18}{'lateral FWHM [mm]':>20}")
+        for x, z, a, l in zip(res.x, res.z, res.axial, res.lateral):
+            click.echo(f"{x * 1e3:8.2f}{z * 1e3:8.2f}{a * 1e3:18.3f}{l * 1e3:20.3f}")
+        d = res.to_dict()
+        click.echo(f"mean ± std: axial {d['axial']['mean'] * 1e3:.3f} ± {d['axial']['std'] * 1e3:.3f} mm, "
+                   f"lateral {d['lateral']['mean'] * 1e3:.3f} ± {d['lateral']['std'] * 1e3:.3f} mm")
+
+
+@main.command()
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/prior", show_default=True, help="Run folder; an existing run there is resumed.")
+@click.option("--data", default="synthetic", show_default=True, help="'synthetic' (speckle over random echogenicity maps) or a folder of images.")
+@click.option("--steps", type=int, default=20000, show_default=True)
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--image-size", type=int, default=64, show_default=True, help="Training crop side (pixels).")
+@click.option("--lr", type=float, default=2e-4, show_default=True)
+@click.option("--ema", "ema_decay", type=float, default=0.999, show_default=True, help="EMA decay (the paper uses 0.9999 for long runs).")
+@click.option("--grad-clip", type=float, default=1.0, show_default=True)
+@click.option("--learn-sigma", is_flag=True, help="Also learn the variance (hybrid loss).")
+@click.option("--psf-std", "psf_std_px", type=float, default=None, help="Blur synthetic images with a Gaussian PSF of this std (pixels).")
+@click.option("--model", "model_json", default=None, help='UNet config overrides as JSON, e.g. \'{"model_channels": 32}\'.')
+@click.option("--preset", type=click.Choice(["default", "small"]), default="default", show_default=True, help="Network size: 'default' = the shipped prior's architecture.")
+@click.option("--init-from", type=click.Path(exists=True, dir_okay=False), default=None, help="Fine-tune a guided-diffusion .pt checkpoint (lr 1e-4, batch 1 in the paper).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--threads", type=int, default=None, help="CPU threads for torch.")
+@click.option("--checkpoint-every", type=int, default=500, show_default=True)
+def train(out_dir, data, steps, batch_size, image_size, lr, ema_decay, grad_clip, learn_sigma, psf_std_px, model_json, preset, init_from, seed, device, threads, checkpoint_every) -> None:
+    """Train (or fine-tune) a diffusion prior; writes <out>/prior.safetensors + prior.json."""
+    from .train import DEFAULT_PRIOR_MODEL, TrainConfig, train as run_train
+
+    model = dict(DEFAULT_PRIOR_MODEL) if preset == "default" else {}
+    if model_json:
+        try:
+            model.update(json.loads(model_json))
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--model")
+    cfg = TrainConfig(
+        out_dir=out_dir, data=data, steps=steps, batch_size=batch_size, image_size=image_size, lr=lr,
+        ema_decay=ema_decay, grad_clip=grad_clip, learn_sigma=learn_sigma, psf_std_px=psf_std_px, model=model,
+        init_from=init_from, seed=seed, device=device, threads=threads, checkpoint_every=checkpoint_every,
+    )
+    path = run_train(cfg)
+    click.echo(f"prior written to {path}")
 
 
 if __name__ == "__main__":  # pragma: no cover

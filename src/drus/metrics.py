@@ -552,3 +552,29 @@ def resolution_metrics(
         out.axial.append(w.axial)
         out.lateral.append(w.lateral)
     return out
+
+
+def find_point_targets(
+    image, grid: ImageGrid, n_points: int, *, min_separation: float = 3e-3, min_db: float = -30.0
+) -> np.ndarray:
+    """Positions ``[k, 2]`` (x, z in m) of the ``k ≤ n_points`` brightest isolated peaks of ``|image|``.
+
+    Greedy: take the global maximum, blank a disk of radius ``min_separation`` around it, repeat;
+    peaks below ``min_db`` relative to the image maximum are not returned. Use it to locate wires
+    or point targets whose exact positions are unknown (e.g. a Gammex wire phantom).
+    """
+    _check_grid(grid)
+    env = np.abs(_image("image", image, grid)).astype(np.float64)
+    if int(n_points) != n_points or n_points < 1:
+        raise ValueError(f"n_points must be a positive integer, got {n_points!r}")
+    X, Z = grid.meshgrid()
+    peak = env.max()
+    work = env.copy()
+    found = []
+    for _ in range(int(n_points)):
+        iz, ix = np.unravel_index(int(np.argmax(work)), work.shape)
+        if work[iz, ix] <= 0 or 20 * np.log10(work[iz, ix] / peak) < min_db:
+            break
+        found.append((X[iz, ix], Z[iz, ix]))
+        work[(X - X[iz, ix]) ** 2 + (Z - Z[iz, ix]) ** 2 <= min_separation**2] = 0
+    return np.array(found, dtype=np.float64).reshape(-1, 2)

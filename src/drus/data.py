@@ -1,0 +1,169 @@
+"""Training data for the prior, and the one intensity convention shared by training and reconstruction.
+
+Normalisation convention
+------------------------
+The prior models *signed reflectivity-like images* ``x`` (reflectivity ``o = m ⊙ p``, or signed
+beamformed RF) scaled so that their root-mean-square value is :data:`TARGET_RMS` = 0.25. Unit
+speckle then spans about ``[−1, 1]`` (4 standard deviations), like the ``[−1, 1]`` images diffusion
+models are trained on, while bright regions may exceed 1 (nothing is clipped).
+
+- Training: every crop is divided by its own RMS and multiplied by 0.25 (:func:`normalise_rms`).
+- Reconstruction: the RMS of the unknown ``o`` is estimated from the observation in the spectral
+  domain of the operator (:func:`estimate_rms`), and the observation and its noise level are scaled
+  by the same factor, so the sampler works in the prior's units. Results are scaled back.
+
+Sources
+-------
+- :class:`SyntheticSpeckle`: ``o = m ⊙ p`` over :func:`drus.phantoms.random_echogenicity` maps,
+  optionally blurred by a Gaussian PSF, generated on the fly and fully determined by (seed, index).
+- :class:`FolderImages`: 2-D arrays from ``.npy``, ``.npz``, ``.h5``/``.hdf5`` and ``.mat`` files in
+  a folder (e.g. beamformed RF images, ``[n_z, n_x]``), random crops and lateral flips.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .phantoms import random_echogenicity, speckle
+
+__all__ = ["TARGET_RMS", "normalise_rms", "estimate_rms", "SyntheticSpeckle", "FolderImages", "make_source"]
+
+TARGET_RMS = 0.25
+
+
+def normalise_rms(image: np.ndarray, *, target: float = TARGET_RMS) -> np.ndarray:
+    """Scale ``image`` so that ``sqrt(mean(image²)) = target`` (zero images are returned as is)."""
+    rms = float(np.sqrt(np.mean(np.square(image, dtype=np.float64))))
+    return image if rms == 0 else (image * (target / rms)).astype(np.float32)
+
+
+def estimate_rms(operator, y: torch.Tensor, sigma0: float, *, fraction: float = 0.5) -> float:
+    """RMS of the unknown image ``o`` estimated from ``y = A o + n`` in the SVD basis of ``A``.
+
+    For a white unknown (speckle ``m ⊙ p`` is white whatever ``p``) ``E[ȳ_i²] = s_i² E[o²] + σ0²``
+    with ``ȳ = Uᵀy``, so ``E[o²] ≈ mean_i (ȳ_i² − σ0²) / s_i²`` over the best-determined components
+    (the ``fraction`` with the largest ``s_i``).
+    """
+    s = operator.singular_values.reshape(-1).to(torch.float64)
+    yb = operator.Ut(y).reshape(-1).to(torch.float64)
+    k = max(1, int(fraction * int((s > 0).sum())))
+    idx = torch.argsort(s, descending=True)[:k]
+    power = (yb[idx] ** 2 - sigma0**2) / s[idx] ** 2
+    ms = float(power.mean())
+    if not ms > 0:
+        raise ValueError(
+            "the observation carries no signal above the stated noise level (estimated E[o²] ≤ 0): "
+            f"check sigma0 = {sigma0!r}"
+        )
+    return ms**0.5
+
+
+class SyntheticSpeckle:
+    """On-the-fly training images ``o = m ⊙ p``, RMS-normalised, ``[1, size, size]`` float32.
+
+    Parameters
+    ----------
+    size : int
+        Crop side in pixels.
+    seed : int
+        Base seed; image ``i`` is a pure function of ``(seed, i)``.
+    psf_std_px : float or None
+        If given, blur ``o`` with an isotropic Gaussian of this std (pixels) — images that look like
+        beamformed data rather than raw reflectivity.
+    """
+
+    def __init__(self, size: int = 64, *, seed: int = 0, psf_std_px: float | None = None):
+        self.size, self.seed, self.psf_std_px = int(size), int(seed), psf_std_px
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, int(index)])
+        p = random_echogenicity((self.size, self.size), rng=rng)
+        o = speckle(p, rng=rng)
+        if self.psf_std_px:
+            from scipy.ndimage import gaussian_filter
+
+            o = gaussian_filter(o, self.psf_std_px, mode="constant")
+        return normalise_rms(o)[None]
+
+    def batch(self, start: int, n: int) -> torch.Tensor:
+        """Images ``start … start+n−1`` as a ``[n, 1, size, size]`` tensor."""
+        return torch.from_numpy(np.stack([self[start + i] for i in range(n)]))
+
+
+def _load_2d_arrays(path: Path) -> list[np.ndarray]:
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        arrays = [np.load(path)]
+    elif suffix == ".npz":
+        with np.load(path) as z:
+            arrays = [z[k] for k in z.files]
+    elif suffix in (".h5", ".hdf5", ".mat"):
+        import h5py
+
+        arrays = []
+        try:
+            with h5py.File(path, "r") as f:
+                f.visititems(lambda name, obj: arrays.append(obj[()]) if isinstance(obj, h5py.Dataset) else None)
+        except OSError:
+            from scipy.io import loadmat
+
+            arrays = [v for k, v in loadmat(path).items() if not k.startswith("__")]
+    else:
+        return []
+    out = []
+    for a in arrays:
+        a = np.asarray(a)
+        if a.dtype.kind not in "fiuc" or a.ndim < 2 or min(a.shape[-2:]) < 8:
+            continue
+        a = np.real(a).astype(np.float32).reshape(-1, *a.shape[-2:])
+        out.extend(list(a))
+    return out
+
+
+class FolderImages:
+    """Training crops from the 2-D arrays found in a folder (recursively).
+
+    Each array is an image ``[n_z, n_x]`` (a 3-D array is a stack of images). Crops of
+    ``size × size`` are taken at random positions with random lateral flips and RMS-normalised.
+    Images smaller than the crop are zero-padded.
+    """
+
+    def __init__(self, folder, size: int = 64, *, seed: int = 0):
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise FileNotFoundError(f"training data folder not found: {self.folder}")
+        self.images = []
+        for p in sorted(self.folder.rglob("*")):
+            if p.is_file():
+                self.images.extend(_load_2d_arrays(p))
+        self.images = [im for im in self.images if np.all(np.isfinite(im)) and np.any(im)]
+        if not self.images:
+            raise ValueError(
+                f"no usable 2-D images (.npy, .npz, .h5, .hdf5, .mat; finite, non-zero) found in {self.folder}"
+            )
+        self.size, self.seed = int(size), int(seed)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, int(index)])
+        im = self.images[rng.integers(len(self.images))]
+        pz, px = max(0, self.size - im.shape[0]), max(0, self.size - im.shape[1])
+        if pz or px:
+            im = np.pad(im, ((0, pz), (0, px)))
+        i = rng.integers(im.shape[0] - self.size + 1)
+        j = rng.integers(im.shape[1] - self.size + 1)
+        crop = im[i : i + self.size, j : j + self.size]
+        if rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        return normalise_rms(np.ascontiguousarray(crop))[None]
+
+    batch = SyntheticSpeckle.batch
+
+
+def make_source(spec: str, size: int, *, seed: int = 0, psf_std_px: float | None = None):
+    """``"synthetic"`` → :class:`SyntheticSpeckle`; a folder path → :class:`FolderImages`."""
+    if spec == "synthetic":
+        return SyntheticSpeckle(size, seed=seed, psf_std_px=psf_std_px)
+    return FolderImages(spec, size, seed=seed)

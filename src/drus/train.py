@@ -1,0 +1,291 @@
+"""Training and fine-tuning of the diffusion prior (DDPM ε-prediction; Ho et al. 2020).
+
+Loss: ``‖ε − ε_θ(√ᾱ_t x0 + √(1−ᾱ_t) ε, t)‖²`` with ``t`` uniform over the ``T`` training steps;
+with ``learn_sigma`` the network also outputs the interpolation ``v`` of its log-variance between
+``β_t`` and ``β̃_t`` and the variational bound term is added with weight ``vlb_weight``
+(Nichol & Dhariwal 2021, "hybrid" loss, the mean receiving no gradient from it).
+
+Optimiser AdamW, linear warm-up, gradient clipping, an exponential moving average (EMA) of the
+weights, bf16 autocast on CUDA, and checkpoints with full resume: ``<out>/state.pt`` holds model, EMA,
+optimiser and step; ``<out>/prior.safetensors`` + ``prior.json`` hold the EMA weights in drus's own
+checkpoint format (:mod:`drus.checkpoint`). A log line per ``log_every`` steps goes to ``train.log``.
+
+Images follow the normalisation convention of :mod:`drus.data` (RMS 0.25).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import load_guided_diffusion, save_checkpoint
+from .data import make_source
+from .schedule import NoiseSchedule
+from .unet import UNet, UNetConfig, convert_to_single_channel
+
+__all__ = ["TrainConfig", "train", "diffusion_loss", "resolve_device", "DEFAULT_PRIOR_MODEL"]
+
+log = logging.getLogger(__name__)
+
+#: Architecture of the shipped default prior: a fully convolutional ADM UNet (no attention, so a net
+#: trained on 64 × 64 crops sees the same context at 256 × 256), 16 base channels, 4 levels
+#: (1, 2, 4, 4), one residual block per level, 8 GroupNorm groups — 1.25 M parameters, chosen for
+#: DDRM at 256 × 256 with C = 10 in minutes on 2 CPU cores (benchmarks/RESULTS.md).
+DEFAULT_PRIOR_MODEL = {
+    "model_channels": 16,
+    "channel_mult": (1, 2, 4, 4),
+    "num_res_blocks": 1,
+    "attention_resolutions": (),
+    "num_groups": 8,
+}
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that defines a training run (saved as ``config.json`` next to the checkpoints).
+
+    Attributes
+    ----------
+    out_dir : str
+        Output folder (checkpoints, log, exported prior). Re-running with the same folder resumes.
+    data : str
+        ``"synthetic"`` (speckle over random echogenicity maps) or a folder of images.
+    steps : int
+        Total optimisation steps.
+    batch_size, image_size : int
+        Crops per step and their side in pixels.
+    lr, weight_decay, warmup : float, float, int
+        AdamW learning rate, weight decay, linear warm-up steps.
+    ema_decay : float
+        EMA decay per step (0.9999 as in the paper for long runs; use ~0.999 for short CPU runs).
+    grad_clip : float
+        Max global gradient norm (0 disables).
+    learn_sigma : bool
+        Train the variance output too (hybrid loss, ``vlb_weight``).
+    psf_std_px : float or None
+        Gaussian blur of synthetic images (pixels).
+    model : dict
+        :class:`drus.unet.UNetConfig` fields for a new network, over :meth:`UNetConfig.small`
+        (default: :data:`DEFAULT_PRIOR_MODEL`; ignored when ``init_from`` is set).
+    init_from : str or None
+        A guided-diffusion ``.pt`` checkpoint to fine-tune (3-channel nets are converted to 1 channel).
+    seed : int
+        Seeds the weights, the data stream and the noise.
+    """
+
+    out_dir: str = "runs/prior"
+    data: str = "synthetic"
+    steps: int = 20000
+    batch_size: int = 16
+    image_size: int = 64
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup: int = 200
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    learn_sigma: bool = False
+    vlb_weight: float = 0.001
+    psf_std_px: float | None = None
+    model: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_PRIOR_MODEL))
+    init_from: str | None = None
+    seed: int = 0
+    log_every: int = 50
+    checkpoint_every: int = 500
+    device: str = "auto"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "image_size", "log_every", "checkpoint_every"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)!r}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr!r}")
+
+
+def _gaussian_kl(mean1, logvar1, mean2, logvar2):
+    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
+
+
+def diffusion_loss(
+    model: torch.nn.Module,
+    x0: torch.Tensor,
+    schedule: NoiseSchedule,
+    *,
+    generator: torch.Generator | None = None,
+    learn_sigma: bool = False,
+    vlb_weight: float = 0.001,
+) -> torch.Tensor:
+    """DDPM loss on a batch ``x0`` ``[B, C, H, W]``: ε-MSE, plus the VLB term when ``learn_sigma``."""
+    b = x0.shape[0]
+    dev = x0.device
+    t = torch.randint(0, schedule.n_timesteps, (b,), generator=generator).to(dev)
+    noise = torch.randn(x0.shape, generator=generator).to(dev)
+    abar = torch.tensor(np.array(schedule.alphas_cumprod), dtype=torch.float32, device=dev)[t].view(b, 1, 1, 1)
+    x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+    out = model(x_t, t)
+    c = x0.shape[1]
+    eps = out[:, :c]
+    loss = F.mse_loss(eps.float(), noise)
+    if learn_sigma:
+        v = out[:, c : 2 * c].float()
+        betas = torch.tensor(np.array(schedule.betas), dtype=torch.float32, device=dev)
+        abar_all = torch.tensor(np.array(schedule.alphas_cumprod), dtype=torch.float32, device=dev)
+        abar_prev = torch.cat([torch.ones(1, device=dev), abar_all[:-1]])[t].view(b, 1, 1, 1)
+        beta_t = betas[t].view(b, 1, 1, 1)
+        post_var = beta_t * (1 - abar_prev) / (1 - abar)
+        post_logvar = torch.log(torch.where(t.view(b, 1, 1, 1) == 0, betas[1].expand_as(post_var), post_var))
+        post_mean = (abar_prev.sqrt() * beta_t / (1 - abar)) * x0 + ((1 - beta_t).sqrt() * (1 - abar_prev) / (1 - abar)) * x_t
+        frac = (v + 1) / 2
+        model_logvar = frac * torch.log(beta_t) + (1 - frac) * post_logvar
+        x0_hat = (x_t - (1 - abar).sqrt() * eps.detach().float()) / abar.sqrt()
+        model_mean = (abar_prev.sqrt() * beta_t / (1 - abar)) * x0_hat + ((1 - beta_t).sqrt() * (1 - abar_prev) / (1 - abar)) * x_t
+        kl = _gaussian_kl(post_mean, post_logvar, model_mean, model_logvar).mean(dim=(1, 2, 3)) / math.log(2.0)
+        nll = (0.5 * (math.log(2 * math.pi) + model_logvar + (x0 - model_mean) ** 2 * torch.exp(-model_logvar)))
+        nll = nll.mean(dim=(1, 2, 3)) / math.log(2.0)
+        vlb = torch.where(t == 0, nll, kl)
+        loss = loss + vlb_weight * schedule.n_timesteps * vlb.mean()
+    return loss
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _build_model(cfg: TrainConfig) -> tuple[torch.nn.Module, UNetConfig]:
+    if cfg.init_from:
+        model = load_guided_diffusion(cfg.init_from)
+        if model.config.in_channels != 1:
+            model = convert_to_single_channel(model.state_dict(), model.config)
+        return model, model.config
+    fields = dict(cfg.model)
+    fields.setdefault("in_channels", 1)
+    fields["learn_sigma"] = cfg.learn_sigma
+    base = UNetConfig.small().to_dict()
+    base.update(fields)
+    ucfg = UNetConfig.from_dict(base)
+    return UNet(ucfg), ucfg
+
+
+def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
+    """Train (or resume) a prior as described by ``cfg``; returns the exported prior's path.
+
+    The run is deterministic for a given config on a given device: the data stream is a pure
+    function of (seed, image index) and the noise comes from a generator whose state is checkpointed.
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    torch.manual_seed(cfg.seed)
+    model, ucfg = _build_model(cfg)
+    model.to(device)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    schedule = NoiseSchedule()
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    source = make_source(cfg.data, cfg.image_size, seed=cfg.seed, psf_std_px=cfg.psf_std_px)
+    step, elapsed, losses = 0, 0.0, []
+    state_path = out / "state.pt"
+    if state_path.exists():
+        state = torch.load(state_path, map_location=device, weights_only=False)
+        if state["config"] != dataclasses.asdict(cfg) | {"steps": state["config"]["steps"]}:
+            log.warning("resuming %s with a different config than the one it was started with", out)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        gen.set_state(state["generator"])
+        step, elapsed = state["step"], state["elapsed"]
+        log.info("resumed %s at step %d", out, step)
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    amp = device.type == "cuda"
+    logf = open(out / "train.log", "a")
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="training", dynamic_ncols=True)
+
+    def checkpoint() -> None:
+        _atomic_torch_save(
+            {
+                "model": model.state_dict(),
+                "ema": ema.state_dict(),
+                "opt": opt.state_dict(),
+                "generator": gen.get_state(),
+                "step": step,
+                "elapsed": elapsed,
+                "config": dataclasses.asdict(cfg),
+            },
+            state_path,
+        )
+        save_checkpoint(
+            ema,
+            ucfg,
+            out / "prior.safetensors",
+            metadata={
+                "steps": step,
+                "train_seconds": round(elapsed, 1),
+                "loss_recent": float(np.mean(losses[-200:])) if losses else None,
+                "data": cfg.data,
+                "image_size": cfg.image_size,
+                "batch_size": cfg.batch_size,
+                "normalisation": "RMS 0.25 (drus.data)",
+                "train_config": dataclasses.asdict(cfg),
+            },
+        )
+
+    model.train()
+    try:
+        while step < cfg.steps:
+            t0 = time.perf_counter()
+            x0 = source.batch(step * cfg.batch_size, cfg.batch_size).to(device)
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+                loss = diffusion_loss(model, x0, schedule, generator=gen, learn_sigma=cfg.learn_sigma, vlb_weight=cfg.vlb_weight)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower lr or check the data")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            with torch.no_grad():
+                decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+                for pe, pm in zip(ema.parameters(), model.parameters()):
+                    pe.lerp_(pm, 1 - decay)
+            step += 1
+            elapsed += time.perf_counter() - t0
+            losses.append(loss.item())
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                recent = float(np.mean(losses[-cfg.log_every :]))
+                bar.set_postfix(loss=f"{recent:.4f}")
+                logf.write(json.dumps({"step": step, "loss": recent, "lr": opt.param_groups[0]["lr"], "seconds": round(elapsed, 1)}) + "\n")
+                logf.flush()
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                checkpoint()
+    finally:
+        bar.close()
+        logf.close()
+    return out / "prior.safetensors"
