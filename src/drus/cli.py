@@ -27,12 +27,14 @@ def main(verbose: int) -> None:
 @click.option("--samples", "n_samples", type=int, default=None, help="Number of DDRM samples C (default 10; 4 with --quick).")
 @click.option("--steps", "n_steps", type=int, default=None, help="DDRM steps (default 50; 20 with --quick).")
 @click.option("--gamma", type=float, default=0.02, show_default=True, help="Additive noise level γ of the blur experiment.")
-def demo(out_dir, quick, seed, prior, device, n_samples, n_steps, gamma) -> None:
+@click.option("--size", type=int, default=256, show_default=True, help="Grid side in pixels over the paper's field of view.")
+def demo(out_dir, quick, seed, prior, device, n_samples, n_steps, gamma, size) -> None:
     """Reconstruct the numerical occlusion phantom end to end and write pictures and metrics."""
     from .demo import run_demo
 
     result = run_demo(
-        out_dir, quick=quick, seed=seed, prior=prior, device=device, n_samples=n_samples, n_steps=n_steps, gamma=gamma
+        out_dir, quick=quick, seed=seed, prior=prior, device=device, n_samples=n_samples, n_steps=n_steps, gamma=gamma,
+        size=size,
     )
     click.echo(result.table())
     click.echo(f"\nwrote {', '.join(str(p) for p in result.files)}")
@@ -197,6 +199,93 @@ def evaluate_by_check(dataset, out_dir, data_root) -> None:
     (out / f"{dataset}.json").write_text(json.dumps(report, indent=2))
     click.echo(json.dumps(report, indent=2))
     click.echo(f"wrote {out / (dataset + '.png')}, {out / (dataset + '.json')}")
+
+
+@main.command()
+@click.option("--size", type=int, required=True, help="Grid side n: the paper's field of view (x −18…18 mm, z 10…46 mm) at n × n pixels.")
+@click.option("--method", type=click.Choice(["gram", "svd"]), default="gram", show_default=True, help="Eigendecomposition of AᵀA (faster) or SVD of A.")
+@click.option("--threshold", type=float, default=1e-3, show_default=True, help="Components with s ≤ threshold·s1 get s = 0 (sampled from the prior).")
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True, help="Storage dtype of V.")
+@click.option("--compute-dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True, help="dtype of the dense blocks and their decomposition.")
+@click.option("--complement", type=click.Choice(["auto", "basis", "projector"]), default="auto", show_default=True, help="Complete V, or kept vectors + implicit complement.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, …")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Default: $DRUS_CACHE or ~/.cache/drus.")
+@click.option("--no-cache", is_flag=True, help="Compute in memory only (nothing read or written).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random and speckle test inputs.")
+@click.option("--threads", type=int, default=None, help="CPU threads for torch (LAPACK/BLAS follow OMP_NUM_THREADS).")
+def decompose(size, method, threshold, dtype, compute_dtype, complement, device, cache_dir, no_cache, seed, threads) -> None:
+    """Precompute (or load) the exact flip-split decomposition of BH and report its cost and accuracy."""
+    import resource
+    import time
+
+    import torch
+
+    from .beamform import MatchedFilterBeamformer
+    from .decompose import decompose_bh, operator_error
+    from .geometry import picmus
+    from .phantoms import random_echogenicity, speckle
+    from .train import resolve_device
+
+    if threads:
+        torch.set_num_threads(threads)
+    dev = resolve_device(device)
+    probe, wave, grid = picmus(size)
+    t0 = time.perf_counter()
+    bf = MatchedFilterBeamformer(probe, wave, grid)
+    _ = bf.H, bf.B
+    t_build = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    try:
+        op = decompose_bh(bf, method=method, threshold=threshold, dtype=dtype, compute_dtype=compute_dtype,
+                          complement=complement, device=dev, cache_dir=cache_dir, cache=not no_cache, progress=True)
+    except ValueError as exc:
+        raise click.UsageError(str(exc))
+    t_dec = time.perf_counter() - t0
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB → GiB (Linux)
+
+    rng = np.random.default_rng(seed)
+    inputs = {
+        "random": rng.standard_normal(grid.shape).astype(np.float32),
+        "speckle": speckle(random_echogenicity(grid, rng=rng), rng=rng).astype(np.float32),
+    }
+    blocks = op.blocks
+    n = grid.size
+    click.echo(f"BH on {grid} (N = {n}), flip blocks {blocks['even'].n} + {blocks['odd'].n}, {method}, "
+               f"compute {compute_dtype}, V stored as {dtype}, device {dev}")
+    click.echo(f"H, B built in {t_build:.1f} s; decomposition {t_dec:.1f} s")
+    for p, m in op.metadata["blocks"].items():
+        if m["source"] == "cache":
+            click.echo(f"  {p} block: loaded from the cache (computed in {m['seconds_total']:.1f} s on {m['device']})")
+        else:
+            click.echo(f"  {p} block: assembled in {m['seconds_assemble']:.1f} s, decomposed in "
+                       f"{m['seconds_total'] - m['seconds_assemble']:.1f} s")
+    click.echo(f"peak RSS {peak_rss:.2f} GiB" + (f", peak CUDA {torch.cuda.max_memory_allocated(dev) / 2**30:.2f} GiB" if dev.type == "cuda" else ""))
+    click.echo(f"s1 = {op.s1:.4g}; reliable floor {op.floor:.2g}·s1")
+    s_all = np.concatenate([b.singular_values for b in blocks.values()])
+    for t in sorted({1e-1, 1e-2, 1e-3, threshold}, reverse=True):
+        k = int((s_all > max(t, op.floor) * op.s1).sum())
+        click.echo(f"  kept above {t:g}·s1: {k} of {n} ({100 * k / n:.1f} %)" + ("  ← this operator" if t == threshold else ""))
+    click.echo(f"layout {op.layouts['even']}/{op.layouts['odd']}, spectral size {op.spectral_shape[0]}, "
+               f"V {op.nbytes / 2**20:.1f} MiB in memory")
+    if op.metadata.get("cache_dir"):
+        from pathlib import Path
+
+        files = sorted(Path(op.metadata["cache_dir"]).glob(f"bh-{op.metadata['key'][:24]}-*"))
+        click.echo(f"cache: {sum(f.stat().st_size for f in files) / 2**20:.1f} MiB in {len(files)} files under {op.metadata['cache_dir']}")
+    # the per-step cost of DDRM's transforms: one Vᵀ and one V on C = 10 images
+    x = torch.randn(10, *grid.shape, device=dev)
+    op.V(op.Vt(x))
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(3):
+        op.V(op.Vt(x))
+    sync()
+    click.echo(f"Vᵀ + V on 10 images (one DDRM step): {(time.perf_counter() - t0) / 3 * 1e3:.1f} ms on {dev}")
+    others = [t for t in (1e-2, 1e-3) if t != threshold and (t > threshold or set(op.layouts.values()) == {"basis"})]
+    for t, o in [(threshold, op)] + [(t, op.with_threshold(t)) for t in others]:
+        errs = ", ".join(f"{name} {operator_error(o, bf, x):.3g}" for name, x in inputs.items())
+        click.echo(f"operator error ‖USVᵀx − BHx‖/‖BHx‖ at threshold {t:g}: {errs}")
 
 
 if __name__ == "__main__":  # pragma: no cover

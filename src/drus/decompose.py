@@ -1,0 +1,859 @@
+"""An exact, cached SVD view of the plane-wave operator ``BH`` (DESIGN §5).
+
+DDRM (:mod:`drus.ddrm`) works in the SVD basis of ``A = BH = U S Vᵀ``; at the paper's 256 × 256 grid
+``BH`` is a dense 65 536² matrix (DESIGN §5: no low-rank or shift-invariant shortcut; the reference
+code keeps dense ``U`` and ``V``, 2 × 16 GiB in float32). This module computes that decomposition
+exactly, with three savings:
+
+1. **Flip split.** On a grid symmetric about ``x = 0`` with a 0° wave, ``BH`` commutes with the
+   lateral flip ``P`` (``x → −x``; DESIGN §5, ``tests/test_physics.py``). With orthonormal bases
+   ``Q_e``, ``Q_o`` of the even (``Px = x``) and odd (``Px = −x``) images — pairs of mirrored columns
+   ``(e_j ± e_j')/√2``, the middle column of an odd ``n_x`` in the even part — ``BH`` is block
+   diagonal: ``Q_oᵀ BH Q_e = Q_eᵀ BH Q_o = 0``, and the two half-size blocks ``A_e = Q_eᵀ BH Q_e``,
+   ``A_o = Q_oᵀ BH Q_o`` are decomposed independently (2 × 32 768² at 256²: ≈ 4× less work and
+   half the storage of one 65 536² problem).
+2. **Gram eigendecomposition** (``method="gram"``, default) ``A_bᵀA_b = V S² Vᵀ`` instead of an SVD
+   (``method="svd"``): ≈ 1.8× faster in float64 (measured on 1 152² blocks); it squares the
+   condition number, which in float64 only matters far below any useful threshold
+   (:func:`reliable_floor`); in float32 it matters below ≈ 1e-2·s_1.
+3. **No stored U.** On the kept components ``U = BH V S⁻¹``, so ``Uᵀy = S⁻¹ Vᵀ (BH)ᵀ y`` (one
+   sparse adjoint, ``Hᵀ Bᵀ y``) and ``U c = BH V (c / s)`` (one sparse product). DDRM needs ``Uᵀy``
+   once and ``V``/``Vᵀ`` at every step. The implicit ``u_i`` inherits the rounding of the stored
+   ``v_i`` amplified by ``s_1/s_i``: ≈ 6e-8·1e3 = 6e-5 at ``1e-3·s_1`` with float32 storage, but a
+   few per cent with float16 — float16 storage is for thresholds ≥ 1e-2 (docs/decomposition.md).
+
+Spectral layout (:class:`DecomposedBH`)
+---------------------------------------
+The spectral vector is ``[even block | odd block]``; inside a block, components are sorted by
+descending singular value. Components below ``threshold · s_1`` get ``s = 0`` and DDRM samples them
+from the prior (DESIGN §4, "components with no singular value"). Such components must still exist
+in the spectral domain: the image is ``x = V_k V_kᵀ x + (I − V_k V_kᵀ) x`` and the second term is
+what DDRM draws from the prior. Each block stores one of two equivalent representations of it:
+
+- ``"basis"``: the complete orthonormal ``n_b × n_b`` eigenvector matrix; dropped components are
+  columns with ``s = 0``. ``Vᵀx`` and ``V c`` cost ``n_b²`` each. Spectral size ``n_b``.
+- ``"projector"``: only the ``k_b`` kept vectors ``W``; the complement is carried implicitly in
+  image coordinates: ``Vᵀx = [Wᵀx, x − W Wᵀx]`` and ``V [a, r] = r + W (a − Wᵀ r)``, ``2 n_b k_b``
+  each. Spectral size ``k_b + n_b`` (the last ``n_b`` have ``s = 0``). ``V Vᵀ = I`` exactly, while
+  ``Vᵀ V`` is the projector onto the representable coefficients; DDRM's update of ``s = 0``
+  components is linear and isotropic, so the image-space result has exactly the distribution it has
+  with a complete basis (tested in ``tests/test_decompose.py``).
+
+``complement="auto"`` picks, per block, whichever costs fewer multiply-adds per DDRM step
+(``2 n_b²`` vs ``4 n_b k_b`` for one ``Vᵀ`` and one ``V``): ``"projector"`` when ``k_b < n_b / 2``,
+else ``"basis"``; the projector also stores less (``n_b k_b`` vs ``n_b²``). A projector block in which
+every component is kept is the complete basis.
+
+Images are ``[n_z, n_x]`` (flattened in C order, index ``iz · n_x + ix``); half images (the
+coordinates of ``Q_e``/``Q_o``) are ``[n_z, n_x − n_x // 2]`` (even) and ``[n_z, n_x // 2]``
+(odd), flattened in C order, column ``j`` standing for the pair ``(j, n_x − 1 − j)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from .beamform import MatchedFilterBeamformer, SparseOperator
+from .operators import SVDOperator
+
+__all__ = [
+    "FORMAT_VERSION",
+    "FlipSplit",
+    "flip_block",
+    "decompose_block",
+    "reliable_floor",
+    "SpectralBlock",
+    "DecomposedBH",
+    "cache_key",
+    "default_cache_dir",
+    "decompose_bh",
+    "operator_error",
+]
+
+log = logging.getLogger(__name__)
+
+#: Version of the cached decomposition format; part of the cache key.
+FORMAT_VERSION = 1
+
+METHODS = ("gram", "svd")
+STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+COMPUTE_DTYPES = {"float64": np.float64, "float32": np.float32}
+COMPLEMENTS = ("auto", "basis", "projector")
+PARITIES = ("even", "odd")
+
+_SQRT1_2 = 1.0 / math.sqrt(2.0)
+_DEFAULT_CHUNK_BYTES = 256 * 2**20
+_SYMMETRY_TOLERANCE = 1e-5  # relative commutator ‖BH P x − P BH x‖ / ‖BH x‖ accepted as "symmetric"
+
+
+def _choice(name: str, value, allowed) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+    return value
+
+
+def _parity(name: str, value) -> str:
+    return _choice(name, value, PARITIES)
+
+
+# --- the flip split ---------------------------------------------------------------------------
+class FlipSplit:
+    """Orthonormal even/odd bases ``Q_e``, ``Q_o`` of the lateral flip on ``[n_z, n_x]`` images.
+
+    ``Q_eᵀ x`` and ``Q_oᵀ x`` are sums and differences of mirrored columns (scaled by ``1/√2``);
+    ``Q`` is never formed as a dense matrix. ``[Q_e, Q_o]`` is orthogonal, so
+    ``x = Q_e Q_eᵀ x + Q_o Q_oᵀ x``.
+
+    Parameters
+    ----------
+    shape : (n_z, n_x)
+        Image shape.
+
+    Attributes
+    ----------
+    n_even, n_odd : int
+        Dimensions of the two subspaces: ``n_z · (n_x − n_x // 2)`` and ``n_z · (n_x // 2)``.
+    """
+
+    def __init__(self, shape: tuple[int, int]):
+        if len(tuple(shape)) != 2 or min(shape) < 1:
+            raise ValueError(f"shape must be an image shape (n_z, n_x) with positive sides, got {shape!r}")
+        self.n_z, self.n_x = (int(s) for s in shape)
+        self.half = self.n_x // 2  # mirrored pairs per row
+        self.half_even = self.n_x - self.half  # + the middle column when n_x is odd
+        self.n_even = self.n_z * self.half_even
+        self.n_odd = self.n_z * self.half
+
+    def size(self, parity: str) -> int:
+        """Dimension of the ``parity`` subspace."""
+        return self.n_even if _parity("parity", parity) == "even" else self.n_odd
+
+    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(Q_eᵀ x, Q_oᵀ x)``: ``[..., n_z, n_x]`` → ``([..., n_even], [..., n_odd])``."""
+        h = self.half
+        left = x[..., :h]
+        right = x[..., self.n_x - h :].flip(-1)  # column n_x − 1 − j at position j
+        even = (left + right) * _SQRT1_2
+        if self.half_even > h:
+            even = torch.cat([even, x[..., h : h + 1]], dim=-1)
+        odd = (left - right) * _SQRT1_2
+        lead = x.shape[:-2]
+        return even.reshape(*lead, self.n_even), odd.reshape(*lead, self.n_odd)
+
+    def merge(self, even: torch.Tensor, odd: torch.Tensor) -> torch.Tensor:
+        """``Q_e c_e + Q_o c_o``: ``([..., n_even], [..., n_odd])`` → ``[..., n_z, n_x]``."""
+        lead = even.shape[:-1]
+        ce = even.reshape(*lead, self.n_z, self.half_even)
+        co = odd.reshape(*lead, self.n_z, self.half)
+        h = self.half
+        left = (ce[..., :h] + co) * _SQRT1_2
+        right = (ce[..., :h] - co) * _SQRT1_2
+        parts = [left] + ([ce[..., h:]] if self.half_even > h else []) + [right.flip(-1)]
+        return torch.cat(parts, dim=-1)
+
+    def sparse_basis(self, parity: str) -> sp.csc_matrix:
+        """``Q_e`` or ``Q_o`` as a scipy CSC matrix ``[N, n_parity]`` (2 non-zeros per column)."""
+        parity = _parity("parity", parity)
+        h, n_x = self.half, self.n_x
+        iz, j = np.divmod(np.arange(self.n_z * h), h)
+        cols_pair = iz * (self.half_even if parity == "even" else h) + j
+        sign = 1.0 if parity == "even" else -1.0
+        rows = [iz * n_x + j, iz * n_x + n_x - 1 - j]
+        cols = [cols_pair, cols_pair]
+        vals = [np.full(j.size, _SQRT1_2), np.full(j.size, sign * _SQRT1_2)]
+        if parity == "even" and self.half_even > h:  # middle column, weight 1
+            z = np.arange(self.n_z)
+            rows.append(z * n_x + h)
+            cols.append(z * self.half_even + h)
+            vals.append(np.ones(self.n_z))
+        n_cols = self.size(parity)
+        return sp.csc_matrix(
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+            shape=(self.n_z * n_x, n_cols),
+        )
+
+
+def _check_flip_symmetry(beamformer: MatchedFilterBeamformer) -> None:
+    """Raise ValueError unless ``BH`` commutes with the lateral flip (geometry, then numerically)."""
+    grid, wave = beamformer.grid, beamformer.model.wave
+    x = grid.x_axis
+    if not np.allclose(x, -x[::-1], rtol=0.0, atol=1e-9 * max(abs(x[0]), abs(x[-1]))):
+        raise ValueError(
+            f"the flip split needs a grid symmetric about x = 0, got x from {x[0] * 1e3:.4g} to "
+            f"{x[-1] * 1e3:.4g} mm; build it with ImageGrid.from_extent(x_min=-a, x_max=a, ...)"
+        )
+    if wave.angle != 0:
+        raise ValueError(
+            f"the flip split needs a 0° plane wave (a steered wave breaks the lateral symmetry), got "
+            f"angle = {wave.angle!r} rad; decompose BH for the 0° wave"
+        )
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(1, *grid.shape, generator=g, dtype=torch.float64)
+    bh = beamformer.BH
+    a, b = bh.apply(v.flip(-1)), bh.apply(v).flip(-1)
+    rel = float((a - b).norm() / b.norm())
+    if rel > _SYMMETRY_TOLERANCE:
+        raise ValueError(
+            f"BH does not commute with the lateral flip (relative commutator {rel:.2e} > "
+            f"{_SYMMETRY_TOLERANCE:g}): the probe or the model is not symmetric about x = 0"
+        )
+
+
+def flip_block(
+    beamformer: MatchedFilterBeamformer,
+    rows: str = "even",
+    cols: str | None = None,
+    *,
+    dtype=np.float64,
+    chunk_bytes: int = _DEFAULT_CHUNK_BYTES,
+    progress: bool = True,
+) -> np.ndarray:
+    """The dense block ``Q_rowsᵀ B H Q_cols`` of ``BH`` in the flip bases.
+
+    Computed as the sparse product ``(Q_rᵀ B)(H Q_c)`` in float64, column chunk by column chunk
+    (each chunk's sparse result and dense copy stay below ``chunk_bytes``), so only the output is
+    dense. On a symmetric grid the cross blocks (``rows != cols``) vanish.
+
+    Parameters
+    ----------
+    beamformer : MatchedFilterBeamformer
+        Defines ``H`` and ``B``.
+    rows, cols : {"even", "odd"}
+        Parities of the row and column bases; ``cols`` defaults to ``rows``.
+    dtype : numpy dtype
+        dtype of the returned array (products are always accumulated in float64).
+    chunk_bytes : int
+        Memory bound of one chunk in bytes.
+    progress : bool
+        Show a tqdm progress bar over the chunks.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[n_rows, n_cols]`` with ``n_even = n_z·(n_x − n_x//2)``, ``n_odd = n_z·(n_x//2)``.
+    """
+    from tqdm.auto import tqdm
+
+    cols = rows if cols is None else cols
+    flip = FlipSplit(beamformer.grid.shape)
+    q_r = flip.sparse_basis(_parity("rows", rows))
+    q_c = flip.sparse_basis(_parity("cols", cols))
+    b_r = (q_r.T.tocsr() @ beamformer.B.astype(np.float64)).tocsr()  # [n_r, M]: folded rows of B
+    h_c = (beamformer.H.astype(np.float64) @ q_c).tocsc()  # [M, n_c]: folded columns of H
+    n_r, n_c = b_r.shape[0], h_c.shape[1]
+    out = np.empty((n_r, n_c), dtype=dtype)
+    # dense float64 chunk + its sparse form (≈ 12 bytes per stored entry)
+    step = max(1, int(chunk_bytes) // (n_r * 20))
+    starts = range(0, n_c, step)
+    for start in tqdm(starts, desc=f"BH block {rows}×{cols}", disable=not progress, leave=False):
+        stop = min(start + step, n_c)
+        out[:, start:stop] = (b_r @ h_c[:, start:stop]).toarray()
+    return out
+
+
+# --- decomposition of one block -------------------------------------------------------------------
+def reliable_floor(method: str, compute_dtype: str) -> float:
+    """Smallest ``s_i / s_1`` whose computed singular value is accurate to about 1 %.
+
+    With ``ε = eps(compute_dtype)`` (2.2e-16 in float64, 1.2e-7 in float32):
+
+    - ``"svd"``: backward-stable, ``|δs_i| ≈ ε·s_1``, so ``δs_i/s_i ≤ 1 %`` needs ``s_i/s_1 ≥ 100·ε``;
+    - ``"gram"``: forming ``AᵀA`` squares the condition number, ``|δ(s_i²)| ≈ ε·s_1²``, so
+      ``δs_i/s_i ≈ ε/(2 (s_i/s_1)²) ≤ 1 %`` needs ``s_i/s_1 ≥ √(50·ε)``.
+
+    Floors: gram 1.1e-7 (float64) / 2.4e-3 (float32); svd 2.2e-14 / 1.2e-5. Measured on a
+    1 152² block with singular values down to 4e-18·s_1 (docs/decomposition.md) the errors are 4–5×
+    below these estimates: gram float32 loses 1.5 % at 1e-3·s_1 and 2e-4 at 1e-2·s_1, float64 1e-11.
+    So in float64 the squaring never matters above the thresholds in use (σ0/s_1 ≈ 1e-2, DESIGN §5);
+    in float32 it does below ≈ 1e-2 (use ``method="svd"``). Components below the floor are treated
+    as unobserved (``s = 0``).
+    """
+    eps = float(np.finfo(COMPUTE_DTYPES[_choice("compute_dtype", compute_dtype, COMPUTE_DTYPES)]).eps)
+    if _choice("method", method, METHODS) == "svd":
+        return 100.0 * eps
+    return math.sqrt(50.0 * eps)
+
+
+def decompose_block(
+    block: np.ndarray, *, method: str = "gram", device: str | torch.device = "cpu"
+) -> tuple[np.ndarray, torch.Tensor]:
+    """Right singular vectors and singular values of a dense square block ``A``.
+
+    Parameters
+    ----------
+    block : numpy.ndarray
+        ``A``, ``[n, n]`` float64 or float32 (the compute dtype); may be overwritten (``"svd"`` on the CPU).
+    method : {"gram", "svd"}
+        ``"gram"``: eigendecomposition ``AᵀA = V S² Vᵀ`` (``scipy.linalg.eigh`` on the CPU,
+        ``torch.linalg.eigh`` on CUDA); ``"svd"``: ``A = U S Vᵀ`` (LAPACK ``gesdd`` / torch), ``U``
+        discarded.
+    device : str or torch.device
+        Where to compute.
+
+    Returns
+    -------
+    s : numpy.ndarray
+        ``[n]`` float64 singular values, descending.
+    V : torch.Tensor
+        ``[n, n]`` orthonormal right singular vectors (columns, same order), block dtype, on
+        ``device``.
+    """
+    return _decompose([block], method=method, device=device)
+
+
+def _reverse_columns(a: np.ndarray, rows_per_chunk: int = 1024) -> None:
+    """``a[:, ::-1]`` in place, a block of rows at a time (temporary memory: one block)."""
+    for r in range(0, a.shape[0], rows_per_chunk):
+        a[r : r + rows_per_chunk] = a[r : r + rows_per_chunk, ::-1].copy()
+
+
+def _decompose(holder: list, *, method: str, device) -> tuple[np.ndarray, torch.Tensor]:
+    """:func:`decompose_block` on ``holder.pop()``: the block is freed as soon as it is consumed
+    when ``holder`` held the only reference (``A`` and ``AᵀA`` never coexist with ``V``)."""
+    _choice("method", method, METHODS)
+    device = torch.device(device)
+    block = holder.pop()
+    n = block.shape[0]
+    if block.ndim != 2 or block.shape[1] != n:
+        raise ValueError(f"block must be a square [n, n] array, got shape {block.shape}")
+    t0 = time.perf_counter()
+    if device.type == "cpu":
+        import scipy.linalg as sla
+
+        if method == "gram":
+            gram = block.T @ block
+            del block
+            # MRRR (syevr): O(n) workspace, where divide and conquer (syevd) needs 2n² more
+            w, v = sla.eigh(gram, overwrite_a=True, check_finite=False, driver="evr")
+            del gram
+            s = np.sqrt(np.clip(w[::-1].astype(np.float64), 0.0, None))
+            _reverse_columns(v)  # descending order, in place (no second n² copy)
+            V = torch.from_numpy(v)
+        else:
+            u, s, vt = sla.svd(block, overwrite_a=True, check_finite=False, lapack_driver="gesdd")
+            del block, u
+            s = s.astype(np.float64)
+            V = torch.from_numpy(vt).mT  # rows of Vᵀ are the right singular vectors: no copy
+    else:
+        a = torch.from_numpy(block).to(device)
+        del block
+        if method == "gram":
+            gram = a.mT @ a
+            del a
+            w, V = torch.linalg.eigh(gram)
+            del gram
+            s = np.sqrt(np.clip(w.flip(0).double().cpu().numpy(), 0.0, None))
+            V = V.flip(1).contiguous()
+        else:
+            _, sv, vh = torch.linalg.svd(a, full_matrices=False)
+            del a
+            s = sv.double().cpu().numpy()
+            V = vh.mT.contiguous()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    log.info("%s of a %d² block on %s: %.1f s", method, n, device, time.perf_counter() - t0)
+    return s, V
+
+
+# --- the operator ----------------------------------------------------------------------------------
+@dataclass
+class SpectralBlock:
+    """One flip block of the decomposition (what the cache stores per half).
+
+    Attributes
+    ----------
+    parity : {"even", "odd"}
+    singular_values : numpy.ndarray
+        ``[n]`` float64, all singular values of the block, descending (before any threshold).
+    vectors : torch.Tensor
+        ``[n, m]`` orthonormal right singular vectors, storage dtype: ``m = n`` (the complete basis,
+        layout ``"basis"``) or the first ``m < n`` (layout ``"projector"``, complement implicit).
+    """
+
+    parity: str
+    singular_values: np.ndarray
+    vectors: torch.Tensor
+
+    @property
+    def n(self) -> int:
+        return int(self.vectors.shape[0])
+
+    @property
+    def n_stored(self) -> int:
+        return int(self.vectors.shape[1])
+
+    @property
+    def layout(self) -> str:
+        return "basis" if self.n_stored == self.n else "projector"
+
+    @property
+    def spectral_size(self) -> int:
+        """``n`` (basis) or ``m + n`` (projector: kept coefficients, then the complement in half-image coordinates)."""
+        return self.n if self.layout == "basis" else self.n_stored + self.n
+
+    @property
+    def nbytes(self) -> int:
+        return self.vectors.numel() * self.vectors.element_size()
+
+    # W: [n, m]; h: [B, n] half images; c: [B, spectral_size]
+    def _mm(self, a: torch.Tensor, transpose: bool) -> torch.Tensor:
+        """``a @ W`` (``transpose=False``) or ``a @ Wᵀ`` in the compute dtype of ``a``."""
+        w = self.vectors
+        if w.dtype == a.dtype:
+            return a @ (w.mT if transpose else w)
+        if w.device.type == "cpu":  # half-precision GEMM is slow on CPUs: upcast column chunks
+            out_cols = w.shape[0] if transpose else w.shape[1]
+            out = torch.empty(a.shape[0], out_cols, dtype=a.dtype, device=a.device)
+            if transpose:  # a [B, m] @ Wᵀ [m, n]: chunks of rows of W
+                step = max(1, 2**24 // w.shape[1])
+                for i in range(0, w.shape[0], step):
+                    out[:, i : i + step] = a @ w[i : i + step].to(a.dtype).mT
+            else:
+                step = max(1, 2**24 // w.shape[0])
+                for i in range(0, w.shape[1], step):
+                    out[:, i : i + step] = a @ w[:, i : i + step].to(a.dtype)
+            return out
+        # CUDA half GEMM; scale rows to max |a| = 1 so that no coefficient overflows float16
+        scale = a.abs().amax(dim=-1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
+        r = (a / scale).to(w.dtype) @ (w.mT if transpose else w)
+        return r.to(a.dtype) * scale
+
+    def vt(self, h: torch.Tensor) -> torch.Tensor:
+        a = self._mm(h, transpose=False)
+        if self.layout == "basis":
+            return a
+        return torch.cat([a, h - self._mm(a, transpose=True)], dim=-1)
+
+    def v(self, c: torch.Tensor) -> torch.Tensor:
+        if self.layout == "basis":
+            return self._mm(c, transpose=True)
+        m = self.n_stored
+        a, r = c[:, :m], c[:, m:]
+        return r + self._mm(a - self._mm(r, transpose=False), transpose=True)
+
+
+class DecomposedBH(SVDOperator):
+    """``BH = U S Vᵀ`` on ``[n_z, n_x]`` images, from the flip-split decomposition (DESIGN §5).
+
+    Build it with :func:`decompose_bh`. ``V`` is stored per flip block (see the module docstring for
+    the two layouts); ``U = BH V S⁻¹`` on the kept components is never stored: ``Ut``/``U`` apply the
+    sparse ``BH`` (on the CPU, scipy) and come back on the input's device.
+
+    Parameters
+    ----------
+    beamformer : MatchedFilterBeamformer
+        The ``H``/``B`` the blocks were computed from.
+    even, odd : SpectralBlock
+        The two blocks.
+    threshold : float
+        Components with ``s_i ≤ threshold · s_1`` get ``s_i = 0`` (unobserved in DDRM).
+    floor : float
+        :func:`reliable_floor` of the method; the effective threshold is ``max(threshold, floor)``.
+    metadata : dict, optional
+        Provenance (cache key, method, timings), kept as :attr:`metadata`.
+
+    Attributes
+    ----------
+    in_shape, out_shape : (n_z, n_x)
+    spectral_shape : (m_even + m_odd,)
+        ``m_b = n_b`` for a ``"basis"`` block, ``k_b + n_b`` for a ``"projector"`` block.
+    singular_values : torch.Tensor
+        ``[spectral_shape]`` float32, even block first, each block descending, zeros for dropped
+        components and for the implicit complement.
+    s1 : float
+        Largest singular value of ``BH``.
+    n_kept, n_kept_even, n_kept_odd : int
+        Components with ``s > 0``.
+    """
+
+    def __init__(
+        self,
+        beamformer: MatchedFilterBeamformer,
+        even: SpectralBlock,
+        odd: SpectralBlock,
+        *,
+        threshold: float,
+        floor: float = 0.0,
+        metadata: dict | None = None,
+    ):
+        threshold = float(threshold)
+        if not (math.isfinite(threshold) and 0.0 <= threshold < 1.0):
+            raise ValueError(f"threshold must be in [0, 1) (relative to s_1), got {threshold!r}")
+        self.beamformer = beamformer
+        self.BH: SparseOperator = beamformer.BH
+        self.flip = FlipSplit(beamformer.grid.shape)
+        if (even.n, odd.n) != (self.flip.n_even, self.flip.n_odd):
+            raise ValueError(
+                f"blocks of sizes ({even.n}, {odd.n}) do not match the grid's flip split "
+                f"({self.flip.n_even}, {self.flip.n_odd}); decompose BH for this grid"
+            )
+        self.blocks = {"even": even, "odd": odd}
+        self.in_shape = self.out_shape = tuple(beamformer.grid.shape)
+        self.threshold, self.floor = threshold, float(floor)
+        self.metadata = dict(metadata or {})
+        self.s1 = float(max(even.singular_values[0], odd.singular_values[0]))
+        cut = max(threshold, self.floor) * self.s1
+        device = even.vectors.device
+        parts, kept = [], {}
+        for name, b in self.blocks.items():
+            s = np.where(b.singular_values > cut, b.singular_values, 0.0)
+            if b.layout == "projector":
+                lost = int((s[b.n_stored :] > 0).sum())
+                if lost:
+                    raise ValueError(
+                        f"the {name} block stores {b.n_stored} vectors but {b.n_stored + lost} components lie "
+                        f"above threshold {threshold:g}; use a threshold at least the one it was computed with"
+                    )
+                s = np.concatenate([s[: b.n_stored], np.zeros(b.n)])
+            kept[name] = int((s > 0).sum())
+            parts.append(torch.from_numpy(s.astype(np.float32)))
+        self.singular_values = torch.cat(parts).to(device)
+        self.spectral_shape = (int(self.singular_values.numel()),)
+        self.n_kept_even, self.n_kept_odd = kept["even"], kept["odd"]
+        self.n_kept = self.n_kept_even + self.n_kept_odd
+        self._sizes = (even.spectral_size, odd.spectral_size)
+        if self.floor > threshold:
+            msg = (
+                f"threshold {threshold:g} is below the reliable floor {self.floor:.2g} of this decomposition "
+                f"(method/compute dtype, see drus.decompose.reliable_floor): components below the floor are "
+                f"treated as unobserved"
+            )
+            if threshold > 0:
+                warnings.warn(f"{msg}; use method='svd' or compute_dtype='float64' to resolve them", stacklevel=2)
+            else:
+                log.info(msg)
+
+    def __repr__(self) -> str:
+        g = self.beamformer.grid
+        layouts = "/".join(b.layout for b in self.blocks.values())
+        return (
+            f"DecomposedBH({g.n_z}×{g.n_x}, kept {self.n_kept}/{g.size} above {self.threshold:g}·s1 "
+            f"(s1 = {self.s1:.4g}), layout {layouts}, V {self.nbytes / 2**20:.1f} MiB "
+            f"{self.blocks['even'].vectors.dtype})"
+        )
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the stored singular vectors."""
+        return sum(b.nbytes for b in self.blocks.values())
+
+    @property
+    def layouts(self) -> dict[str, str]:
+        return {k: b.layout for k, b in self.blocks.items()}
+
+    def with_threshold(self, threshold: float) -> "DecomposedBH":
+        """The same decomposition with another threshold (tensors shared, nothing recomputed)."""
+        return DecomposedBH(
+            self.beamformer, self.blocks["even"], self.blocks["odd"], threshold=threshold, floor=self.floor,
+            metadata=self.metadata,
+        )
+
+    def to(self, device=None, dtype=None) -> "DecomposedBH":
+        """Move the singular vectors and values (e.g. to CUDA for sampling); returns ``self``.
+
+        ``dtype`` casts the singular values (DDRM's compute dtype) and the vectors. The sparse
+        ``BH`` used by ``Ut``/``U`` stays on the CPU.
+        """
+        for b in self.blocks.values():
+            b.vectors = b.vectors.to(device=device, dtype=dtype)
+        self.singular_values = self.singular_values.to(device=device, dtype=dtype)
+        return self
+
+    # --- the SVD view (one leading batch dim) --------------------------------------------------------
+    def _split_spectral(self, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return c[:, : self._sizes[0]], c[:, self._sizes[0] :]
+
+    def _Vt(self, x: torch.Tensor) -> torch.Tensor:
+        he, ho = self.flip.split(x)
+        return torch.cat([self.blocks["even"].vt(he), self.blocks["odd"].vt(ho)], dim=-1)
+
+    def _V(self, c: torch.Tensor) -> torch.Tensor:
+        ce, co = self._split_spectral(c)
+        return self.flip.merge(self.blocks["even"].v(ce), self.blocks["odd"].v(co))
+
+    def _inv_s(self, like: torch.Tensor) -> torch.Tensor:
+        s = self.singular_values.to(device=like.device, dtype=like.dtype)
+        return torch.where(s > 0, 1.0 / torch.where(s > 0, s, torch.ones_like(s)), torch.zeros_like(s))
+
+    def _Ut(self, y: torch.Tensor) -> torch.Tensor:
+        # Uᵀy = S⁻¹ Vᵀ (BH)ᵀ y on the kept components, 0 elsewhere
+        z = self.BH.adjoint(y.to(self.singular_values.device))
+        return self._Vt(z) * self._inv_s(z)
+
+    def _U(self, c: torch.Tensor) -> torch.Tensor:
+        # U c = BH V (c / s) on the kept components (1/s = 0 elsewhere, the implicit complement included)
+        c = c * self._inv_s(c)
+        return self.BH.apply(self._V(c)).to(c.device)
+
+
+# --- the cache -------------------------------------------------------------------------------------
+def default_cache_dir() -> Path:
+    """``$DRUS_CACHE`` or ``~/.cache/drus``."""
+    env = os.environ.get("DRUS_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "drus"
+
+
+def _sha256_arrays(*arrays) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
+def _definition(beamformer: MatchedFilterBeamformer, **options) -> dict:
+    """Everything that defines ``BH`` and the decomposition, as JSON-able values (floats exact)."""
+    m = beamformer.model
+    p, w, pulse = m.probe, m.wave, m.pulse
+    H, B = beamformer.H, beamformer.B
+    return {
+        "format_version": FORMAT_VERSION,
+        "probe": {"n_elements": p.n_elements, "pitch": p.pitch, "center_frequency": p.center_frequency,
+                  "bandwidth": p.bandwidth},
+        "pulse": {"samples_sha256": _sha256_arrays(pulse.samples), "sampling_frequency": pulse.sampling_frequency,
+                  "oversampling": pulse.oversampling},
+        "grid": {"x": list(beamformer.grid.x), "z": list(beamformer.grid.z)},
+        "wave": {"sampling_frequency": w.sampling_frequency, "sound_speed": w.sound_speed, "angle": w.angle,
+                 "t0": w.t0, "n_samples": m.n_samples},
+        "f_number": beamformer.f_number,
+        "alpha": beamformer.alpha,
+        "aperture_upsampling": m.aperture_upsampling,
+        "matrix_dtype": str(m.dtype),
+        # the matrices themselves: any change of the physics code changes the key
+        "H_sha256": _sha256_arrays(H.indptr, H.indices, H.data),
+        "B_sha256": _sha256_arrays(B.indptr, B.indices, B.data),
+        **options,
+    }
+
+
+def cache_key(
+    beamformer: MatchedFilterBeamformer,
+    *,
+    method: str = "gram",
+    threshold: float = 1e-3,
+    dtype: str = "float32",
+    compute_dtype: str = "float64",
+    complement: str = "auto",
+) -> str:
+    """SHA-256 (hex) of everything that defines ``BH`` and its cached decomposition.
+
+    Covers probe, pulse samples, grid axes, wave, f-number, Tukey α, aperture upsampling, the dtype
+    and content of ``H``/``B``, the decomposition options and :data:`FORMAT_VERSION`. The device is
+    not part of the key (results agree to rounding).
+    """
+    d = _definition(beamformer, method=method, threshold=float(threshold), dtype=dtype,
+                    compute_dtype=compute_dtype, complement=complement)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+
+def _paths(cache_dir: Path, key: str, parity: str) -> tuple[Path, Path]:
+    stem = cache_dir / f"bh-{key[:24]}-{parity}"
+    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _save_block(cache_dir: Path, key: str, block: SpectralBlock, meta: dict) -> Path:
+    from safetensors.torch import save_file
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    st_path, json_path = _paths(cache_dir, key, block.parity)
+    s = np.ascontiguousarray(block.singular_values, dtype=np.float64)
+    v = block.vectors.detach().cpu().contiguous()
+    checksum = _sha256_arrays(s, v.numpy())
+    tensors = {"singular_values": torch.from_numpy(s), "vectors": v}
+    _atomic_write(st_path, lambda p: save_file(tensors, str(p), metadata={"key": key, "parity": block.parity}))
+    meta = {**meta, "key": key, "parity": block.parity, "n": block.n, "n_stored": block.n_stored,
+            "layout": block.layout, "s1_block": float(s[0]), "checksum_sha256": checksum,
+            "file": st_path.name, "bytes": st_path.stat().st_size}
+    _atomic_write(json_path, lambda p: p.write_text(json.dumps(meta, indent=1, sort_keys=True)))
+    log.info("cached the %s block in %s (%.1f MiB)", block.parity, st_path, meta["bytes"] / 2**20)
+    return st_path
+
+
+def _load_block(cache_dir: Path, key: str, parity: str, n: int) -> tuple[SpectralBlock, dict] | None:
+    """The cached block, or None (missing; corrupt or mismatched files are warned about)."""
+    from safetensors.torch import load_file
+
+    st_path, json_path = _paths(cache_dir, key, parity)
+    if not (st_path.exists() and json_path.exists()):
+        return None
+    try:
+        meta = json.loads(json_path.read_text())
+        if meta.get("key") != key:
+            raise ValueError(f"its key {str(meta.get('key'))[:12]}… differs from the requested {key[:12]}…")
+        tensors = load_file(str(st_path))
+        s, v = tensors["singular_values"].numpy(), tensors["vectors"]
+        checksum = _sha256_arrays(s, v.numpy())
+        if checksum != meta.get("checksum_sha256"):
+            raise ValueError("the array checksum does not match the metadata")
+        if s.shape != (n,) or v.shape[0] != n or not 1 <= v.shape[1] <= n:
+            raise ValueError(f"unexpected shapes {tuple(s.shape)}, {tuple(v.shape)} for a block of size {n}")
+    except Exception as exc:  # noqa: BLE001 - any unreadable cache is rebuilt
+        warnings.warn(f"ignoring the cached decomposition {st_path} ({exc}); rebuilding it", stacklevel=3)
+        return None
+    log.info("loaded the %s block from %s", parity, st_path)
+    return SpectralBlock(parity, s.astype(np.float64), v), meta
+
+
+# --- the entry point -----------------------------------------------------------------------------
+def decompose_bh(
+    beamformer: MatchedFilterBeamformer,
+    *,
+    method: str = "gram",
+    threshold: float = 1e-3,
+    dtype: str = "float32",
+    compute_dtype: str = "float64",
+    complement: str = "auto",
+    device: str | torch.device = "cpu",
+    cache_dir: str | os.PathLike | None = None,
+    cache: bool = True,
+    progress: bool = True,
+    chunk_bytes: int = _DEFAULT_CHUNK_BYTES,
+) -> DecomposedBH:
+    """Exact SVD view of ``BH`` via the flip split, cached on disk half by half (DESIGN §5).
+
+    For each flip block (even, then odd): load it from the cache if a valid file exists, else
+    assemble the dense block (:func:`flip_block`), decompose it (:func:`decompose_block`), keep the
+    basis in the layout chosen by ``complement`` and store it atomically. A CPU job interrupted after
+    the even half resumes with the odd half.
+
+    Parameters
+    ----------
+    beamformer : MatchedFilterBeamformer
+        ``H`` and ``B`` on a grid symmetric about ``x = 0``, 0° wave.
+    method : {"gram", "svd"}
+        Eigendecomposition of ``AᵀA`` (faster) or SVD of ``A`` (resolves smaller singular values;
+        see :func:`reliable_floor`).
+    threshold : float
+        Relative threshold in ``[0, 1)``: components with ``s_i ≤ threshold · s_1`` get ``s_i = 0``
+        (DDRM samples them from the prior). σ0/s_1 ≈ 0.01–0.03 for the PICMUS data (DESIGN §5).
+    dtype : {"float32", "float16"}
+        Storage dtype of ``V`` (memory and cache size; float16 halves them, see docs/decomposition.md
+        for its effect on the operator error). Singular values are always float32.
+    compute_dtype : {"float64", "float32"}
+        dtype of the dense block and its decomposition (float32: half the memory; pair it with
+        ``method="svd"``).
+    complement : {"auto", "basis", "projector"}
+        How the dropped components are represented (module docstring); ``"auto"``: per block the
+        cheaper one, ``"projector"`` when fewer than half of the components are kept.
+    device : str or torch.device
+        Where the decomposition runs and where the returned ``V`` lives (``"cpu"``, ``"cuda"``…).
+        The sparse assembly always runs on the CPU.
+    cache_dir : path, optional
+        Cache folder; default :func:`default_cache_dir` (``$DRUS_CACHE`` or ``~/.cache/drus``).
+    cache : bool
+        Read and write the cache (``False``: compute in memory only).
+    progress : bool
+        Show progress bars.
+    chunk_bytes : int
+        Memory bound of one assembly chunk (:func:`flip_block`).
+
+    Returns
+    -------
+    DecomposedBH
+        An :class:`~drus.operators.SVDOperator` on ``[n_z, n_x]`` images for :func:`drus.ddrm.ddrm_sample`.
+
+    Raises
+    ------
+    ValueError
+        An unknown option, a threshold outside ``[0, 1)``, or a geometry without the lateral
+        symmetry (asymmetric grid, steered wave).
+    """
+    _choice("method", method, METHODS)
+    _choice("dtype", dtype, STORAGE_DTYPES)
+    _choice("compute_dtype", compute_dtype, COMPUTE_DTYPES)
+    _choice("complement", complement, COMPLEMENTS)
+    threshold = float(threshold)
+    if not (math.isfinite(threshold) and 0.0 <= threshold < 1.0):
+        raise ValueError(f"threshold must be in [0, 1) (relative to s_1), got {threshold!r}")
+    if not isinstance(beamformer, MatchedFilterBeamformer):
+        raise TypeError(f"beamformer must be a drus.beamform.MatchedFilterBeamformer, got {type(beamformer).__name__}")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device is 'cuda' but CUDA is not available; use device='cpu'")
+    _check_flip_symmetry(beamformer)
+
+    options = dict(method=method, threshold=threshold, dtype=dtype, compute_dtype=compute_dtype, complement=complement)
+    key = cache_key(beamformer, **options)
+    folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    flip = FlipSplit(beamformer.grid.shape)
+    floor = reliable_floor(method, compute_dtype)
+    blocks, metas = {}, {}
+    for parity in PARITIES:
+        n = flip.size(parity)
+        loaded = _load_block(folder, key, parity, n) if cache else None
+        if loaded is not None:
+            blocks[parity], meta = loaded
+            blocks[parity].vectors = blocks[parity].vectors.to(device)
+            metas[parity] = {**meta, "source": "cache"}
+            continue
+        t0 = time.perf_counter()
+        holder = [flip_block(beamformer, parity, dtype=COMPUTE_DTYPES[compute_dtype], chunk_bytes=chunk_bytes,
+                             progress=progress)]
+        t_assemble = time.perf_counter() - t0
+        s, V = _decompose(holder, method=method, device=device)
+        # components kept relative to this block's s_1 (a superset of the final, global selection)
+        k = int((s > max(threshold, floor) * s[0]).sum())
+        layout = complement if complement != "auto" else ("projector" if k < n / 2 else "basis")
+        m = n if layout == "basis" else max(k, 1)
+        vectors = torch.empty(n, m, dtype=STORAGE_DTYPES[dtype], device=V.device).copy_(V[:, :m])  # one copy
+        del V
+        blocks[parity] = SpectralBlock(parity, s, vectors)
+        seconds = time.perf_counter() - t0
+        metas[parity] = {**options, "format_version": FORMAT_VERSION, "seconds_assemble": t_assemble,
+                         "seconds_total": seconds, "device": str(device)}
+        log.info("%s block %d²: %d kept above %g·s1_block, layout %s, %.1f s", parity, n, k, threshold, layout, seconds)
+        if cache:
+            _save_block(folder, key, blocks[parity], metas[parity])
+        metas[parity]["source"] = "computed"
+    meta = {"key": key, "cache_dir": str(folder) if cache else None, **options, "blocks": metas}
+    return DecomposedBH(beamformer, blocks["even"], blocks["odd"], threshold=threshold, floor=floor, metadata=meta)
+
+
+# --- accuracy --------------------------------------------------------------------------------------
+def operator_error(decomposed: SVDOperator, beamformer: MatchedFilterBeamformer, x) -> float | np.ndarray:
+    """Relative operator error ``‖U S Vᵀ x − B H x‖ / ‖B H x‖`` per image.
+
+    Parameters
+    ----------
+    decomposed : SVDOperator
+        E.g. a :class:`DecomposedBH`.
+    beamformer : MatchedFilterBeamformer
+        The reference ``B (H x)`` (sparse, exact).
+    x : array_like or torch.Tensor
+        ``[n_z, n_x]`` or ``[..., n_z, n_x]`` images (random, speckle…).
+
+    Returns
+    -------
+    float or numpy.ndarray
+        A float for one image, else an array of the leading shape.
+    """
+    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    dev = decomposed.singular_values.device
+    x = x.to(device=dev, dtype=decomposed.singular_values.dtype)
+    ref = beamformer.BH.apply(x.double().cpu())
+    approx = decomposed.apply(x).double().cpu()
+    err = (approx - ref).flatten(-2).norm(dim=-1) / ref.flatten(-2).norm(dim=-1)
+    return float(err) if err.ndim == 0 else err.numpy()
