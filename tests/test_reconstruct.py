@@ -86,3 +86,17 @@ def test_reconstruct_errors():
 def test_missing_prior_says_what_to_do(tmp_path):
     with pytest.raises(FileNotFoundError, match="drus train"):
         load_prior(tmp_path / "nothing.safetensors")
+
+
+def test_deno_is_the_identity_operator_case():
+    from drus.reconstruct import deno
+
+    g = np.random.default_rng(0)
+    img = 0.3 * g.standard_normal((16, 24))
+    m = WhiteGaussianDenoiser().eval()
+    r = deno(img, sigma0=0.01, model=m, n_samples=3, n_steps=10, seed=0, progress=False)
+    assert r.samples.shape == (3, 16, 24)
+    # almost noiseless identity problem: every sample reproduces the image
+    assert np.abs(r.mean - img).max() < 0.05
+    with pytest.raises(ValueError, match="2-D"):
+        deno(img[None], sigma0=0.01, model=m)

@@ -20,7 +20,7 @@ from .data import TARGET_RMS, estimate_rms
 from .ddrm import ddrm_sample
 from .estimators import drus_mean, drus_var
 
-__all__ = ["Reconstruction", "reconstruct", "default_prior_path", "load_prior"]
+__all__ = ["Reconstruction", "reconstruct", "deno", "default_prior_path", "load_prior"]
 
 log = logging.getLogger(__name__)
 
@@ -132,3 +132,18 @@ def reconstruct(
     timings = {k: getattr(res, k) for k in ("seconds_total", "seconds_model", "seconds_other") if hasattr(res, k)}
     var = drus_var(samples, beta=beta) if n_samples >= 2 else np.full(samples.shape[1:], np.nan, np.float32)
     return Reconstruction(samples=samples, mean=drus_mean(samples), var=var, scale=float(scale), timings=timings)
+
+
+def deno(image, *, sigma0: float, model: torch.nn.Module, **kwargs) -> Reconstruction:
+    """DENO (Asgariandehkordi et al.; paper ref. [17]): the same sampler with ``A = I`` on a beamformed image.
+
+    ``image`` is a signed beamformed image ``[n_z, n_x]`` (e.g. DAS RF or the ``by_deno`` files,
+    normalised to max 1) and ``sigma0`` its noise std in the same units. Keyword arguments as
+    :func:`reconstruct`; ``.mean`` is DENOmean.
+    """
+    from .operators import Identity
+
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise ValueError(f"image must be 2-D [n_z, n_x], got shape {image.shape}")
+    return reconstruct(Identity(image.shape), image, sigma0=sigma0, model=model, **kwargs)
