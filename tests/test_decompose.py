@@ -345,3 +345,19 @@ def test_bad_inputs_are_named():
             decompose(bf, **kw)
     with pytest.warns(UserWarning, match="reliable floor"):
         decompose(bf, method="gram", compute_dtype="float32", threshold=1e-3)
+
+
+def test_cli_decompose_reports_cost_and_accuracy(tmp_path):
+    from click.testing import CliRunner
+
+    from drus.cli import main
+
+    args = ["decompose", "--size", "16", "--cache-dir", str(tmp_path), "--threads", "1"]
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code == 0, out.output
+    for text in ("peak RSS", "kept above 0.001·s1: 256 of 256", "operator error", "speckle", "cache: "):
+        assert text in out.output, out.output
+    again = CliRunner().invoke(main, args)
+    assert "loaded from the cache" in again.output
+    bad = CliRunner().invoke(main, ["decompose", "--size", "16", "--threshold", "2", "--no-cache"])
+    assert bad.exit_code != 0 and "threshold must be in [0, 1)" in bad.output

@@ -13,7 +13,7 @@ exactly, with three savings:
    ``A_o = Q_oᵀ BH Q_o`` are decomposed independently (2 × 32 768² at 256²: ≈ 4× less work and
    half the storage of one 65 536² problem).
 2. **Gram eigendecomposition** (``method="gram"``, default) ``A_bᵀA_b = V S² Vᵀ`` instead of an SVD
-   (``method="svd"``): ≈ 1.8× faster in float64 (measured on 1 152² blocks); it squares the
+   (``method="svd"``): ≈ 1.7× faster in float64 (measured on 1 152² blocks); it squares the
    condition number, which in float64 only matters far below any useful threshold
    (:func:`reliable_floor`); in float32 it matters below ≈ 1e-2·s_1.
 3. **No stored U.** On the kept components ``U = BH V S⁻¹``, so ``Uᵀy = S⁻¹ Vᵀ (BH)ᵀ y`` (one
