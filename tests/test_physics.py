@@ -237,3 +237,17 @@ def test_gammex_wires_are_points(reference_data):
     db = log_compress(img)
     # the wires are isolated bright points: the brightest pixel stands > 25 dB above the median
     assert np.median(db) < -25
+
+
+def test_rectangular_BH_unknowns_on_a_coarser_grid(tiny_probe, tiny_wave):
+    fine = ImageGrid.from_extent(x_min=-0.9e-3, x_max=0.9e-3, z_min=5e-3, z_max=6.2e-3, n_x=10, n_z=9)
+    coarse = fine.resized(5, 4)
+    bf = MatchedFilterBeamformer(tiny_probe, tiny_wave, fine, unknown_grid=coarse, dtype=np.float64)
+    assert bf.H.shape == (bf.B.shape[1], coarse.size)
+    # H on the coarse grid is exactly H on the fine grid restricted to the coarse pixels' positions
+    direct = PlaneWaveModel(tiny_probe, PlaneWave(tiny_wave.sampling_frequency, 1540.0, n_samples=bf.model.n_samples), coarse, dtype=np.float64)
+    assert np.allclose(bf.H.toarray(), direct.H.toarray())
+    x = torch.randn(2, *coarse.shape, dtype=torch.float64)
+    y = torch.randn(2, *fine.shape, dtype=torch.float64)
+    assert torch.allclose((bf.BH.apply(x) * y).sum(), (x * bf.BH.adjoint(y)).sum())
+    assert torch.allclose(bf.BH.apply(x.flip(-1)), bf.BH.apply(x).flip(-1), atol=1e-9)

@@ -119,6 +119,10 @@ class MatchedFilterBeamformer:
         Receive f-number (1.4 in the paper).
     alpha : float
         Tukey taper fraction of the receive window (0.25).
+    unknown_grid : ImageGrid, optional
+        Grid of the unknown reflectivity if it differs from ``grid`` (the "rectangular" variant:
+        ``B y`` on the fine ``grid``, ``o`` on a coarser grid; ``BH`` is then ``[n_z·n_x, n_u]``).
+        By default the unknown lives on ``grid``.
     **model_kwargs :
         Passed to :class:`drus.forward.PlaneWaveModel` (``pulse``, ``aperture_upsampling``, ``dtype``).
 
@@ -139,11 +143,18 @@ class MatchedFilterBeamformer:
         *,
         f_number: float = 1.4,
         alpha: float = 0.25,
+        unknown_grid: ImageGrid | None = None,
         **model_kwargs,
     ):
         self.model = PlaneWaveModel(probe, wave, grid, **model_kwargs)
         self.f_number, self.alpha = float(f_number), float(alpha)
         self.grid = grid
+        self.unknown_grid = grid if unknown_grid is None else unknown_grid
+        if unknown_grid is None:
+            self.unknown_model = self.model
+        else:  # same recording window as the measurement grid's model, so H and B share rows
+            w = PlaneWave(wave.sampling_frequency, wave.sound_speed, wave.angle, wave.t0, self.model.n_samples)
+            self.unknown_model = PlaneWaveModel(probe, w, unknown_grid, **model_kwargs)
 
     def apodization(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Receive apodisation ``[n_pixels, n_elements]`` of pixels ``start:stop`` (C order)."""
@@ -155,8 +166,8 @@ class MatchedFilterBeamformer:
 
     @property
     def H(self) -> sp.csc_matrix:
-        """``[n_elements·n_samples, N]`` forward matrix (see :mod:`drus.forward`)."""
-        return self.model.H
+        """``[n_elements·n_samples, N_unknown]`` forward matrix on the unknown grid (:mod:`drus.forward`)."""
+        return self.unknown_model.H
 
     @cached_property
     def B(self) -> sp.csr_matrix:
@@ -172,13 +183,13 @@ class MatchedFilterBeamformer:
 
     @cached_property
     def BH(self) -> SparseOperator:
-        """``BH`` as a matrix-free operator on ``[n_z, n_x]`` images (``B (H v)``)."""
-        return SparseOperator([self.H, self.B], self.grid.shape, self.grid.shape)
+        """``BH`` as a matrix-free operator ``unknown_grid.shape → grid.shape`` (``B (H v)``)."""
+        return SparseOperator([self.H, self.B], self.unknown_grid.shape, self.grid.shape)
 
     @cached_property
     def operator_H(self) -> SparseOperator:
-        """``H`` as an operator ``[n_z, n_x] → [n_elements, n_samples]`` (element-major)."""
-        return SparseOperator([self.H], self.grid.shape, (self.model.probe.n_elements, self.model.n_samples))
+        """``H`` as an operator ``unknown_grid.shape → [n_elements, n_samples]`` (element-major)."""
+        return SparseOperator([self.H], self.unknown_grid.shape, (self.model.probe.n_elements, self.model.n_samples))
 
     @cached_property
     def operator_B(self) -> SparseOperator:
