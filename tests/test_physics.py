@@ -251,3 +251,16 @@ def test_rectangular_BH_unknowns_on_a_coarser_grid(tiny_probe, tiny_wave):
     y = torch.randn(2, *fine.shape, dtype=torch.float64)
     assert torch.allclose((bf.BH.apply(x) * y).sum(), (x * bf.BH.adjoint(y)).sum())
     assert torch.allclose(bf.BH.apply(x.flip(-1)), bf.BH.apply(x).flip(-1), atol=1e-9)
+
+
+def test_simulate_channel_data_adds_noise_relative_to_the_peak(tiny_probe, tiny_wave, tiny_grid):
+    from drus.simulate import simulate_channel_data
+
+    model = PlaneWaveModel(tiny_probe, tiny_wave, tiny_grid)
+    o = np.random.default_rng(0).standard_normal(tiny_grid.shape)
+    clean = model.simulate(o)
+    y, sigma = simulate_channel_data(model, o, gamma=0.1, seed=3)
+    assert sigma == pytest.approx(0.1 * np.abs(clean).max())
+    assert np.std(y - clean) == pytest.approx(sigma, rel=0.05)
+    y2, _ = simulate_channel_data(model, o, gamma=0.1, seed=3)
+    assert np.array_equal(y, y2)

@@ -12,18 +12,9 @@ import numpy as np
 
 from .forward import PlaneWaveModel
 from .geometry import LinearProbe, PlaneWave
+from .phantoms import add_noise
 
-__all__ = ["simulate_channel_data", "add_channel_noise", "simulate_pymust"]
-
-
-def add_channel_noise(channel_data: np.ndarray, *, gamma: float, seed: int | None = None) -> tuple[np.ndarray, float]:
-    """White Gaussian noise of std ``σ = gamma · max|y|``; returns ``(y + n, σ)``."""
-    if not (np.isfinite(gamma) and gamma >= 0):
-        raise ValueError(f"gamma must be a finite non-negative number, got {gamma!r}")
-    y = np.asarray(channel_data)
-    sigma = float(gamma * np.abs(y).max())
-    rng = np.random.default_rng(seed)
-    return (y + sigma * rng.standard_normal(y.shape)).astype(y.dtype, copy=False), sigma
+__all__ = ["simulate_channel_data", "simulate_pymust"]
 
 
 def simulate_channel_data(
@@ -33,7 +24,7 @@ def simulate_channel_data(
 
     Returns channel data ``[n_samples, n_elements]`` and the noise std ``σ = gamma · max|H o|``.
     """
-    return add_channel_noise(model.simulate(reflectivity), gamma=gamma, seed=seed)
+    return add_noise(model.simulate(reflectivity), gamma=gamma, seed=seed)
 
 
 def simulate_pymust(
