@@ -100,3 +100,26 @@ def test_deno_is_the_identity_operator_case():
     assert np.abs(r.mean - img).max() < 0.05
     with pytest.raises(ValueError, match="2-D"):
         deno(img[None], sigma0=0.01, model=m)
+
+
+def test_reduced_precision_prior_stays_close_to_fp32(tmp_path):
+    from drus.checkpoint import save_checkpoint
+    from drus.unet import UNet, UNetConfig
+
+    cfg = UNetConfig.from_dict({**UNetConfig.small().to_dict(), "model_channels": 8, "channel_mult": (1, 2),
+                                "attention_resolutions": (), "num_groups": 4, "num_head_channels": 8})
+    torch.manual_seed(0)
+    net = UNet(cfg)
+    with torch.no_grad():  # the output conv is zero-initialised: give every weight a value
+        for p in net.parameters():
+            p.copy_(0.2 * torch.randn_like(p))
+    path = save_checkpoint(net, cfg, tmp_path / "p.safetensors")
+    x, t = torch.randn(2, 1, 16, 16), torch.tensor([10, 500])
+    with torch.no_grad():
+        ref = load_prior(path)(x, t)
+        low = load_prior(path, precision="bf16")(x, t)
+    assert low.dtype == torch.float32 and ref.abs().max() > 0.1
+    assert not torch.equal(low, ref)  # it really ran in bf16
+    assert torch.allclose(low, ref, atol=0.05 * float(ref.abs().max()))
+    with pytest.raises(ValueError, match="precision"):
+        load_prior(path, precision="int8")

@@ -28,13 +28,14 @@ def main(verbose: int) -> None:
 @click.option("--steps", "n_steps", type=int, default=None, help="DDRM steps (default 50; 20 with --quick).")
 @click.option("--gamma", type=float, default=0.02, show_default=True, help="Additive noise level γ of the blur experiment.")
 @click.option("--size", type=int, default=256, show_default=True, help="Grid side in pixels over the paper's field of view.")
-def demo(out_dir, quick, seed, prior, device, n_samples, n_steps, gamma, size) -> None:
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True, help="Network precision (bf16/fp16 for GPUs).")
+def demo(out_dir, quick, seed, prior, device, n_samples, n_steps, gamma, size, precision) -> None:
     """Reconstruct the numerical occlusion phantom end to end and write pictures and metrics."""
     from .demo import run_demo
 
     result = run_demo(
         out_dir, quick=quick, seed=seed, prior=prior, device=device, n_samples=n_samples, n_steps=n_steps, gamma=gamma,
-        size=size,
+        size=size, precision=precision,
     )
     click.echo(result.table())
     click.echo(f"\nwrote {', '.join(str(p) for p in result.files)}")

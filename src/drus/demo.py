@@ -62,6 +62,7 @@ def run_demo(
     n_steps: int | None = None,
     gamma: float = 0.02,
     size: int = 256,
+    precision: str = "fp32",
     progress: bool = True,
 ) -> DemoResult:
     """Run the demo and write its outputs into ``out_dir``.
@@ -100,7 +101,7 @@ def run_demo(
     K = SeparableBlur.paper(grid)
     ko = K.apply(torch.from_numpy(o)).numpy()
     y_k, sigma0 = add_noise(ko, gamma=gamma, seed=seed + 2)
-    model = load_prior(prior, device=dev)
+    model = load_prior(prior, device=dev, precision=precision)
     rec = reconstruct(K, y_k, sigma0=sigma0, model=model, n_samples=n_samples, n_steps=n_steps, seed=seed, device=dev, progress=progress)
     seconds["drus"] = time.perf_counter() - t
 

@@ -32,12 +32,31 @@ def default_prior_path() -> Path:
     return Path(str(resources.files("drus") / "priors" / DEFAULT_PRIOR))
 
 
-def load_prior(path=None, *, device="cpu") -> torch.nn.Module:
+class Autocast(torch.nn.Module):
+    """Runs a network under :func:`torch.autocast` (bf16/fp16 matmuls and convolutions, fp32 norms)
+    and returns float32, so the sampler's arithmetic stays in float32."""
+
+    def __init__(self, model: torch.nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.model, self.dtype = model, dtype
+
+    def forward(self, x, t):
+        with torch.autocast(device_type=x.device.type, dtype=self.dtype):
+            return self.model(x, t).float()
+
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def load_prior(path=None, *, device="cpu", precision: str = "fp32") -> torch.nn.Module:
     """Load a prior checkpoint (drus safetensors+JSON, or a guided-diffusion ``.pt``) in eval mode.
 
     ``path=None`` loads the shipped default prior. A 3-channel network is wrapped so that it
-    takes and returns 1-channel images (:class:`drus.unet.GreyscaleAdapter`).
+    takes and returns 1-channel images (:class:`drus.unet.GreyscaleAdapter`). ``precision`` "bf16" or
+    "fp16" runs the network under autocast (for GPUs; weights stay float32).
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
     from .checkpoint import load_checkpoint, load_guided_diffusion
     from .unet import GreyscaleAdapter
 
@@ -52,7 +71,8 @@ def load_prior(path=None, *, device="cpu") -> torch.nn.Module:
         model, _, _ = load_checkpoint(path)
     if getattr(model, "in_channels", model.config.in_channels) == 3:
         model = GreyscaleAdapter(model)
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    return model if PRECISIONS[precision] is None else Autocast(model, PRECISIONS[precision]).eval()
 
 
 @dataclasses.dataclass
