@@ -361,3 +361,125 @@ def test_cli_decompose_reports_cost_and_accuracy(tmp_path):
     assert "loaded from the cache" in again.output
     bad = CliRunner().invoke(main, ["decompose", "--size", "16", "--threshold", "2", "--no-cache"])
     assert bad.exit_code != 0 and "threshold must be in [0, 1)" in bad.output
+
+
+# --- rectangular BH: By on the measurement grid, unknowns on a coarser grid ---------------------------
+def rectangular_beamformer(meas=(12, 10), unknown=(6, 5), *, dtype=np.float64):
+    """``B`` on ``meas`` pixels, ``H`` on ``unknown`` pixels, both over the same symmetric extent."""
+    grid, coarse = symmetric_grid(*meas), symmetric_grid(*unknown)
+    probe = LinearProbe(8, 0.3e-3, 5.208e6, 0.67, name="tiny")
+    wave = PlaneWave(sampling_frequency=20.832e6, sound_speed=1540.0)
+    return MatchedFilterBeamformer(probe, wave, grid, unknown_grid=coarse, dtype=dtype)
+
+
+def dense_rectangular_bh(bf) -> np.ndarray:
+    """``[N_meas, N_unknown]`` float64 matrix of ``BH`` (column i = ``B H e_i``)."""
+    n = bf.unknown_grid.size
+    eye = torch.eye(n, dtype=torch.float64).reshape(n, *bf.unknown_grid.shape)
+    return bf.BH.apply(eye).reshape(n, -1).T.numpy()
+
+
+# even and odd n_x on both grids
+RECTANGULAR = [((12, 10), (6, 5)), ((12, 9), (6, 4)), ((12, 10), (6, 4)), ((12, 9), (6, 5))]
+
+
+@pytest.mark.parametrize("meas, unknown", RECTANGULAR, ids=lambda s: "x".join(map(str, s)))
+def test_rectangular_blocks_and_gram_match_the_dense_operator(meas, unknown):
+    bf = rectangular_beamformer(meas, unknown)
+    a = dense_rectangular_bh(bf)
+    assert a.shape == (bf.grid.size, bf.unknown_grid.size)
+    rows, cols = FlipSplit(bf.grid.shape), FlipSplit(bf.unknown_grid.shape)
+    scale = np.abs(a).max()
+    for r in ("even", "odd"):
+        for c in ("even", "odd"):
+            blk = flip_block(bf, r, c, progress=False, chunk_bytes=4096)
+            assert blk.shape == (rows.size(r), cols.size(c))
+            if r != c:  # the flip split holds for the rectangular operator too
+                assert np.abs(blk).max() < 1e-12 * scale
+            else:
+                qr, qc = rows.sparse_basis(r).toarray(), cols.sparse_basis(c).toarray()
+                np.testing.assert_allclose(blk, qr.T @ a @ qc, atol=1e-12 * scale)
+                # the Gram matrix accumulated in row chunks (upper triangle) = AᵀA
+                g = dec.flip_gram(bf, r, progress=False, chunk_bytes=2048)
+                np.testing.assert_allclose(np.triu(g), np.triu(blk.T @ blk), rtol=0, atol=1e-12 * scale**2)
+
+
+@pytest.mark.parametrize("meas, unknown", RECTANGULAR, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("method", ["gram", "svd"])
+def test_rectangular_svd_view_contract(meas, unknown, method):
+    bf = rectangular_beamformer(meas, unknown)
+    op = decompose(bf, method=method, threshold=0.0, complement="basis").to(dtype=torch.float64)
+    n = bf.unknown_grid.size
+    assert op.in_shape == bf.unknown_grid.shape and op.out_shape == bf.grid.shape
+    assert op.spectral_shape == (n,) and op.n_kept == n  # tall BH: full column rank
+    # singular values = those of the dense BH; A = U S Vᵀ against the sparse B·H
+    s_ref = np.linalg.svd(dense_rectangular_bh(bf), compute_uv=False)
+    np.testing.assert_allclose(np.sort(op.singular_values.numpy())[::-1], s_ref, rtol=0, atol=1e-6 * s_ref[0])
+    x = torch.randn(4, *bf.unknown_grid.shape, dtype=torch.float64)
+    assert operator_error(op, bf, x).max() < 1e-5
+    # V orthonormal (complete basis on the unknown grid)
+    eye = torch.eye(n, dtype=torch.float64).reshape(n, *bf.unknown_grid.shape)
+    vt = op.Vt(eye).reshape(n, n)
+    assert torch.allclose(vt.T @ vt, torch.eye(n, dtype=torch.float64), atol=1e-6)
+    assert torch.allclose(op.V(op.Vt(x)), x, atol=1e-6)
+    # adjointness on the two grids
+    y = torch.randn(4, *bf.grid.shape, dtype=torch.float64)
+    assert torch.allclose((op.apply(x) * y).sum(), (x * op.adjoint(y)).sum(), rtol=1e-9)
+    assert torch.allclose(op.adjoint(y), bf.BH.adjoint(y), atol=1e-5 * bf.BH.adjoint(y).abs().max())
+
+
+@pytest.mark.parametrize("meas, unknown", RECTANGULAR[:2], ids=lambda s: "x".join(map(str, s)))
+def test_rectangular_ut_through_the_sparse_adjoint_equals_the_explicit_ut(meas, unknown):
+    bf = rectangular_beamformer(meas, unknown)
+    full = decompose(bf, threshold=0.0, complement="basis").to(dtype=torch.float64)
+    op = full.with_threshold(float(full.singular_values.median()) / full.s1)  # drop about half
+    n, m = bf.unknown_grid.size, bf.grid.size
+    a = dense_rectangular_bh(bf)
+    v = op.V(torch.eye(n, dtype=torch.float64)).reshape(n, n).T.numpy()  # columns v_i
+    s = op.singular_values.numpy()
+    kept = s > 0
+    assert 0 < kept.sum() < n
+    u = a @ v[:, kept] / s[kept]  # explicit U [N_meas, k]
+    np.testing.assert_allclose(u.T @ u, np.eye(kept.sum()), atol=1e-6)
+    y = torch.randn(2, *bf.grid.shape, dtype=torch.float64)
+    ut = op.Ut(y).numpy()
+    np.testing.assert_allclose(ut[:, kept], y.reshape(2, m).numpy() @ u, rtol=1e-9, atol=1e-9)
+    assert np.all(ut[:, ~kept] == 0)
+    c = torch.randn(*op.spectral_shape, dtype=torch.float64)
+    np.testing.assert_allclose(op.U(c).reshape(-1).numpy(), u @ c.numpy()[kept], rtol=1e-9, atol=1e-9)
+
+
+def test_rectangular_projector_layout_cache_and_ddrm(tmp_path):
+    bf = rectangular_beamformer((12, 10), (6, 5), dtype=np.float32)
+    basis = decompose(bf, threshold=0.2, complement="basis").to(dtype=torch.float64)
+    proj = decompose(bf, threshold=0.2, complement="projector", cache=True, cache_dir=tmp_path)
+    assert proj.n_kept == basis.n_kept and set(proj.layouts.values()) == {"projector"}
+    x = torch.randn(3, *bf.unknown_grid.shape, dtype=torch.float64)
+    np.testing.assert_allclose(operator_error(proj.to(dtype=torch.float64), bf, x), operator_error(basis, bf, x), rtol=1e-4)
+    again = decompose(bf, threshold=0.2, complement="projector", cache=True, cache_dir=tmp_path)
+    assert all(m["source"] == "cache" for m in again.metadata["blocks"].values())
+    # the sampler runs on the rectangular operator: y on the measurement grid, samples on the unknown grid
+    y = bf.BH.apply(torch.randn(*bf.unknown_grid.shape))
+    res = ddrm_sample(lambda x_t, t: torch.zeros_like(x_t), again, y, sigma0=0.1, n_samples=2, n_steps=5,
+                      generator=torch.Generator().manual_seed(0), progress=False)
+    assert res.samples.shape == (2, *bf.unknown_grid.shape) and torch.isfinite(res.samples).all()
+
+
+def test_rectangular_cache_key_covers_the_unknown_grid_and_keeps_square_keys():
+    square = beamformer(symmetric_grid(12, 10), dtype=np.float32)
+    same = MatchedFilterBeamformer(square.model.probe, square.model.wave, square.grid,
+                                   unknown_grid=symmetric_grid(12, 10), dtype=np.float32)
+    assert cache_key(same) == cache_key(square)  # an equal unknown grid is the square case
+    keys = {cache_key(rectangular_beamformer((12, 10), u, dtype=np.float32)) for u in [(6, 5), (6, 4), (5, 5)]}
+    assert len(keys) == 3 and cache_key(square) not in keys
+    d = dec._definition(rectangular_beamformer(dtype=np.float32))
+    assert len(d["unknown_grid"]["x"]) == 5 and "unknown_grid" not in dec._definition(square)
+
+
+def test_rectangular_needs_symmetric_grids():
+    grid = symmetric_grid(12, 10)
+    asym = ImageGrid.from_extent(x_min=-1.0e-3, x_max=1.2e-3, z_min=5e-3, z_max=6.5e-3, n_x=5, n_z=6)
+    bf = MatchedFilterBeamformer(LinearProbe(8, 0.3e-3, 5.208e6, 0.67), PlaneWave(20.832e6, 1540.0), grid,
+                                 unknown_grid=asym)
+    with pytest.raises(ValueError, match="unknown_grid symmetric about x = 0"):
+        decompose(bf)

@@ -289,5 +289,201 @@ def decompose(size, method, threshold, dtype, compute_dtype, complement, device,
         click.echo(f"operator error ‖USVᵀx − BHx‖/‖BHx‖ at threshold {t:g}: {errs}")
 
 
+_PICMUS_NAMES = ("simu_reso", "simu_cont", "expe_reso", "expe_cont")
+
+
+def _torch_threads(threads) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
+@evaluate.command("picmus")
+@click.option("--sets", default=",".join(_PICMUS_NAMES), show_default=True, help="Comma-separated PICMUS sets.")
+@click.option("--unknown-size", type=int, default=128, show_default=True, help="Side of the DRUS unknown grid (By stays on 256²; 256 = the paper's square operator, hours of CPU decomposition).")
+@click.option("--samples", "n_samples", type=int, default=10, show_default=True, help="DDRM samples C.")
+@click.option("--steps", "n_steps", type=int, default=50, show_default=True, help="DDRM steps.")
+@click.option("--threshold", type=float, default=1e-3, show_default=True, help="Decomposition threshold relative to s1.")
+@click.option("--prior", type=click.Path(exists=True, dir_okay=False), default=None, help="Prior checkpoint; default: the shipped prior.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="docs/results/picmus", show_default=True)
+@click.option("--data", "data_root", type=click.Path(file_okay=False), default=None, help="Reference data folder (default $DRUS_REFERENCE_DATA or ../shared/data).")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Decomposition cache (default $DRUS_CACHE or ~/.cache/drus).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, …")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True, help="Network precision (bf16/fp16 for GPUs).")
+@click.option("--threads", type=int, default=None, help="CPU threads for torch.")
+def evaluate_picmus_command(sets, unknown_size, n_samples, n_steps, threshold, prior, out_dir, data_root, cache_dir, device, seed, precision, threads) -> None:
+    """Paper Table I on PICMUS: DAS 75/1 PW, DENOmean, DRUSmean, DRUSvar (gCNR, SNR, FWHM)."""
+    from .picmus import PICMUS_SETS, evaluate_picmus
+    from .reconstruct import load_prior
+    from .train import resolve_device
+
+    names = [n.strip() for n in sets.split(",") if n.strip()]
+    unknown = [n for n in names if n not in PICMUS_SETS]
+    if unknown or not names:
+        raise click.BadParameter(f"unknown set(s) {', '.join(unknown) or '(none given)'}; choose among {', '.join(PICMUS_SETS)}",
+                                 param_hint="--sets")
+    _torch_threads(threads)
+    dev = resolve_device(device)
+    model = load_prior(prior, device=dev, precision=precision)
+    try:
+        result = evaluate_picmus(model, sets=names, unknown_size=unknown_size, n_samples=n_samples, n_steps=n_steps,
+                                 threshold=threshold, seed=seed, device=dev, data_root=data_root, cache_dir=cache_dir,
+                                 out_dir=out_dir)
+    except (ValueError, FileNotFoundError) as exc:
+        raise click.UsageError(str(exc))
+    click.echo(result.table())
+    click.echo(f"\nwrote {out_dir}/: {', '.join(f'{n}.hdf5' for n in names)}, table.md, results.json, picmus.png")
+
+
+RECONSTRUCT_METHODS = ("das", "deno-mean", "drus-mean", "drus-var")
+
+
+def _read_observation(path: Path, method: str, shape: tuple[int, int]):
+    """``("by" | "channel", data)``: a By/DENO ``.mat`` image, or channel data from an HDF5 file."""
+    from .io import DataFileError, read_channel_data, read_deno_by, read_drus_by
+
+    try:
+        if path.suffix.lower() == ".mat":
+            reader = read_deno_by if method == "deno-mean" else read_drus_by
+            return "by", reader(path, shape=shape)
+        return "channel", read_channel_data(path)
+    except DataFileError as exc:
+        n = f"{shape[0] * shape[1]:,}".replace(",", " ")
+        raise click.BadParameter(
+            f"{exc}. drus reconstruct takes a DRUS/DENO By .mat of {shape[0]} × {shape[1]} = {n} values on the "
+            "paper's grid (x −18…18 mm, z 10…46 mm) or USTB/PICMUS channel data (HDF5)", param_hint="OBSERVATION")
+    except OSError as exc:
+        raise click.BadParameter(f"{path}: not a readable .mat/HDF5 file ({exc})", param_hint="OBSERVATION")
+
+
+@main.command("reconstruct")
+@click.argument("observation", type=click.Path(exists=True, dir_okay=False))
+@click.option("--method", type=click.Choice(RECONSTRUCT_METHODS), required=True, help="das: B-mode of By; deno-mean: DENO on the By image; drus-mean/drus-var: DRUS with the decomposed BH.")
+@click.option("--dataset", type=click.Choice(_PICMUS_NAMES), default=None, help="PICMUS set for σ0, the By scale and extra ROIs; default: inferred from the file name when it matches.")
+@click.option("--sigma0", type=float, default=None, help="Noise std of the observation (By units; max-normalised image for deno-mean). Overrides the dataset's.")
+@click.option("--unknown-size", type=int, default=128, show_default=True, help="Side of the DRUS unknown grid.")
+@click.option("--samples", "n_samples", type=int, default=10, show_default=True)
+@click.option("--steps", "n_steps", type=int, default=50, show_default=True)
+@click.option("--threshold", type=float, default=1e-3, show_default=True, help="Decomposition threshold relative to s1.")
+@click.option("--prior", type=click.Path(exists=True, dir_okay=False), default=None, help="Default: the shipped prior.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out/reconstruct", show_default=True)
+@click.option("--phantom", type=click.Path(exists=True, dir_okay=False), default=None, help="PICMUS phantom HDF5: adds gCNR/SNR/FWHM (metrics JSON).")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Decomposition cache.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, default=None, help="CPU threads for torch.")
+def reconstruct_command(observation, method, dataset, sigma0, unknown_size, n_samples, n_steps, threshold, prior, out_dir, phantom, cache_dir, device, seed, threads) -> None:
+    """Reconstruct one observation: a DRUS By .mat, a DENO By .mat or PICMUS/USTB channel data.
+
+    A .mat is read as a DRUS By (column-major, by_drus/) for das and drus-*, as a DENO input
+    (row-major, by_deno/) for deno-mean; both 256 × 256 on the paper's grid. Channel data (HDF5):
+    the 0° wave gets the DRUS preprocessing (depth gain, max 1, × the set's By factor — 30 contrast,
+    10 resolution, 1 without a dataset) and is beamformed with drus's B (drus.picmus.channel_data_to_by);
+    the dataset's σ0 then applies only approximately. Writes B-mode PNGs, the images/samples (HDF5) and,
+    with --phantom, metrics JSON.
+    """
+    from .beamform import MatchedFilterBeamformer
+    from .geometry import picmus
+    from .io import save_images_hdf5
+    from .metrics import to_db
+    from .picmus import PICMUS_SETS, channel_data_to_by, infer_dataset, method_envelope, points_in_view, score_image
+    from .plotting import save_bmode_figure
+
+    path = Path(observation)
+    ds = PICMUS_SETS[dataset] if dataset else infer_dataset(path)
+    if ds is not None and not dataset:
+        click.echo(f"dataset: {ds.name} (inferred from the file name; --dataset to change)")
+    if method != "das" and sigma0 is None:
+        if ds is None:
+            raise click.UsageError(
+                f"σ0 unknown for {path.name}: no --dataset and the file name matches no PICMUS set "
+                f"({', '.join(PICMUS_SETS)}); pass --sigma0 (noise std in the observation's units) or --dataset NAME")
+        sigma0 = ds.sigma0_deno if method == "deno-mean" else ds.sigma0_drus
+    if sigma0 is not None and not (np.isfinite(sigma0) and sigma0 >= 0):
+        raise click.BadParameter(f"must be a finite number ≥ 0, got {sigma0}", param_hint="--sigma0")
+    if method == "drus-var" and n_samples < 2:
+        raise click.BadParameter("drus-var needs at least 2 samples", param_hint="--samples")
+    probe, wave, grid = picmus(256)
+    kind, data = _read_observation(path, method, grid.shape)
+    _torch_threads(threads)
+
+    from .train import resolve_device
+
+    dev = resolve_device(device)
+    op = None
+    if method.startswith("drus"):
+        from .picmus import picmus_operator
+
+        try:
+            bf, op = picmus_operator(unknown_size, threshold=threshold, cache_dir=cache_dir, device=dev)
+        except ValueError as exc:
+            raise click.UsageError(str(exc))
+    if kind == "channel":
+        bf = op.beamformer if op is not None else MatchedFilterBeamformer(probe, wave, grid)
+        try:
+            by = channel_data_to_by(data, bf, by_factor=ds.by_factor if ds else 1.0)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="OBSERVATION")
+    else:
+        by = data
+    if method == "deno-mean" and kind == "channel":
+        by = by / np.abs(by).max()  # the DENO input: the same observation normalised to max 1
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{path.stem}_{method}"
+    files = []
+    arrays: dict = {}
+    name = {"das": "By (matched filter)", "deno-mean": "DENOmean", "drus-mean": "DRUSmean", "drus-var": "DRUSvar"}[method]
+    panels = {"By envelope": to_db(method_envelope("DRUSmean", by))}
+    if method == "das":
+        image, img_grid, amp = by, grid, method_envelope("DRUSmean", by)
+    else:
+        from .reconstruct import deno, load_prior, reconstruct
+
+        from .operators import Identity
+        from .picmus import prior_scale
+
+        model = load_prior(prior, device=dev)
+        kw = dict(sigma0=float(sigma0), model=model, n_samples=n_samples, n_steps=n_steps, seed=seed, device=dev)
+        if method == "deno-mean":
+            rec = deno(by, scale=prior_scale(Identity(by.shape), by, sigma0)[0], **kw)
+            image, img_grid = rec.mean, grid
+        else:
+            rec = reconstruct(op, by, scale=prior_scale(op, by, sigma0)[0], **kw)
+            img_grid = op.beamformer.unknown_grid
+            image = rec.mean if method == "drus-mean" else rec.var
+            arrays["var" if method == "drus-mean" else "mean"] = rec.var if method == "drus-mean" else rec.mean
+        arrays["samples"] = rec.samples
+        amp = method_envelope({"deno-mean": "DENOmean", "drus-mean": "DRUSmean", "drus-var": "DRUSvar"}[method], image)
+        click.echo(f"{name}: {rec.samples.shape[0]} samples, {n_steps} steps, σ0 = {sigma0:g}, "
+                   f"{rec.timings.get('seconds_total', float('nan')):.1f} s")
+    panels[name] = to_db(amp)
+    files.append(save_images_hdf5(out / f"{stem}.hdf5", grid=img_grid, image=image, amplitude=amp, **arrays,
+                                  attrs={"method": method, "observation": str(path), "sigma0": float(sigma0 or 0.0),
+                                         "dataset": ds.name if ds else ""}))
+    if img_grid == grid:
+        files.append(save_bmode_figure(panels, grid, out / f"{stem}.png", title=f"{path.name}: [−60, 0] dB"))
+    else:  # the DRUS image lives on the coarser unknown grid: one figure each
+        files.append(save_bmode_figure({"By envelope": panels["By envelope"]}, grid, out / f"{path.stem}_by.png"))
+        files.append(save_bmode_figure({name: panels[name]}, img_grid, out / f"{stem}.png", title=f"{path.name}: [−60, 0] dB"))
+    if phantom:
+        from .phantoms import PicmusPhantom
+
+        ph = PicmusPhantom.from_file(phantom)
+        cysts = tuple(ph.cyst_disks()) + (tuple(ds.extra_cysts) if ds else ())
+        metrics = score_image(amp, img_grid, cysts=cysts, speckle_rois=ph.speckle_boxes() or None,
+                              points=points_in_view(ph.points(), img_grid))
+        summary = {k: {"values": v, "mean": float(np.mean(v)), "std": float(np.std(v))} for k, v in metrics.items()}
+        (out / f"{stem}_metrics.json").write_text(json.dumps({"method": method, "observation": str(path),
+                                                               "phantom": str(phantom), "metrics": summary}, indent=1))
+        files.append(out / f"{stem}_metrics.json")
+        for k, v in summary.items():
+            click.echo(f"{k}: {v['mean']:.3f} ± {v['std']:.3f}")
+    click.echo(f"wrote {', '.join(str(f) for f in files)}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

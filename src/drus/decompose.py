@@ -44,6 +44,18 @@ what DDRM draws from the prior. Each block stores one of two equivalent represen
 else ``"basis"``; the projector also stores less (``n_b k_b`` vs ``n_b²``). A projector block in which
 every component is kept is the complete basis.
 
+Rectangular ``BH``
+-----------------
+With ``MatchedFilterBeamformer(..., unknown_grid=coarse)`` the unknown reflectivity lives on a
+coarser grid than ``B y``: ``BH`` is ``[N_meas, N_unknown]`` (e.g. 65 536 × 16 384 for ``By`` on
+256² and unknowns on 128²). Both grids must be symmetric about ``x = 0``; then ``BH P_u = P_m BH``
+(the flip of each grid) and the split still holds, with the *column* bases ``Q_e``, ``Q_o`` of
+the unknown grid and the *row* bases of the measurement grid: blocks ``Q_m,bᵀ BH Q_u,b`` of shape
+``[n_b(meas), n_b(unknown)]``. ``V`` (``[n_b(unknown)]²`` per block) and ``s`` come from the Gram
+matrix ``A_bᵀA_b``, which is accumulated from row chunks of ``A_b`` (:func:`flip_gram`): the tall
+block itself is never stored. ``Uᵀy = S⁻¹ Vᵀ (Hᵀ Bᵀ y)`` as in the square case; ``in_shape`` is the
+unknown grid's shape, ``out_shape`` the measurement grid's.
+
 Images are ``[n_z, n_x]`` (flattened in C order, index ``iz · n_x + ix``); half images (the
 coordinates of ``Q_e``/``Q_o``) are ``[n_z, n_x − n_x // 2]`` (even) and ``[n_z, n_x // 2]``
 (odd), flattened in C order, column ``j`` standing for the pair ``(j, n_x − 1 − j)``.
@@ -72,6 +84,7 @@ __all__ = [
     "FORMAT_VERSION",
     "FlipSplit",
     "flip_block",
+    "flip_gram",
     "decompose_block",
     "reliable_floor",
     "SpectralBlock",
@@ -185,22 +198,35 @@ class FlipSplit:
         )
 
 
+def _is_rectangular(beamformer: MatchedFilterBeamformer) -> bool:
+    """Whether the unknowns live on another grid than ``B y`` (compared by value)."""
+    return beamformer.unknown_grid != beamformer.grid
+
+
 def _check_flip_symmetry(beamformer: MatchedFilterBeamformer) -> None:
-    """Raise ValueError unless ``BH`` commutes with the lateral flip (geometry, then numerically)."""
-    grid, wave = beamformer.grid, beamformer.model.wave
-    x = grid.x_axis
-    if not np.allclose(x, -x[::-1], rtol=0.0, atol=1e-9 * max(abs(x[0]), abs(x[-1]))):
-        raise ValueError(
-            f"the flip split needs a grid symmetric about x = 0, got x from {x[0] * 1e3:.4g} to "
-            f"{x[-1] * 1e3:.4g} mm; build it with ImageGrid.from_extent(x_min=-a, x_max=a, ...)"
-        )
+    """Raise ValueError unless ``BH`` commutes with the lateral flip (geometry, then numerically).
+
+    Both the measurement grid and the unknown grid must be symmetric about ``x = 0``; then
+    ``BH P_unknown = P_meas BH``.
+    """
+    wave = beamformer.model.wave
+    grids = [("grid", beamformer.grid)]
+    if _is_rectangular(beamformer):
+        grids.append(("unknown_grid", beamformer.unknown_grid))
+    for name, grid in grids:
+        x = grid.x_axis
+        if not np.allclose(x, -x[::-1], rtol=0.0, atol=1e-9 * max(abs(x[0]), abs(x[-1]))):
+            raise ValueError(
+                f"the flip split needs a {name} symmetric about x = 0, got x from {x[0] * 1e3:.4g} to "
+                f"{x[-1] * 1e3:.4g} mm; build it with ImageGrid.from_extent(x_min=-a, x_max=a, ...)"
+            )
     if wave.angle != 0:
         raise ValueError(
             f"the flip split needs a 0° plane wave (a steered wave breaks the lateral symmetry), got "
             f"angle = {wave.angle!r} rad; decompose BH for the 0° wave"
         )
     g = torch.Generator().manual_seed(0)
-    v = torch.randn(1, *grid.shape, generator=g, dtype=torch.float64)
+    v = torch.randn(1, *beamformer.unknown_grid.shape, generator=g, dtype=torch.float64)
     bh = beamformer.BH
     a, b = bh.apply(v.flip(-1)), bh.apply(v).flip(-1)
     rel = float((a - b).norm() / b.norm())
@@ -209,6 +235,16 @@ def _check_flip_symmetry(beamformer: MatchedFilterBeamformer) -> None:
             f"BH does not commute with the lateral flip (relative commutator {rel:.2e} > "
             f"{_SYMMETRY_TOLERANCE:g}): the probe or the model is not symmetric about x = 0"
         )
+
+
+def _folded_factors(beamformer: MatchedFilterBeamformer, rows: str, cols: str) -> tuple[sp.csr_matrix, sp.spmatrix]:
+    """``(Q_rᵀ B, H Q_c)`` in float64: rows folded with the measurement grid's flip bases, columns
+    with the unknown grid's."""
+    q_r = FlipSplit(beamformer.grid.shape).sparse_basis(_parity("rows", rows))
+    q_c = FlipSplit(beamformer.unknown_grid.shape).sparse_basis(_parity("cols", cols))
+    b_r = (q_r.T.tocsr() @ beamformer.B.astype(np.float64)).tocsr()  # [n_r, M]: folded rows of B
+    h_c = beamformer.H.astype(np.float64) @ q_c  # [M, n_c]: folded columns of H
+    return b_r, h_c
 
 
 def flip_block(
@@ -224,7 +260,9 @@ def flip_block(
 
     Computed as the sparse product ``(Q_rᵀ B)(H Q_c)`` in float64, column chunk by column chunk
     (each chunk's sparse result and dense copy stay below ``chunk_bytes``), so only the output is
-    dense. On a symmetric grid the cross blocks (``rows != cols``) vanish.
+    dense. On a symmetric grid the cross blocks (``rows != cols``) vanish. ``Q_r`` are the flip
+    bases of the measurement grid (``beamformer.grid``), ``Q_c`` those of the unknown grid
+    (``beamformer.unknown_grid``; the same grid unless the beamformer is rectangular).
 
     Parameters
     ----------
@@ -242,16 +280,14 @@ def flip_block(
     Returns
     -------
     numpy.ndarray
-        ``[n_rows, n_cols]`` with ``n_even = n_z·(n_x − n_x//2)``, ``n_odd = n_z·(n_x//2)``.
+        ``[n_rows, n_cols]`` with ``n_even = n_z·(n_x − n_x//2)``, ``n_odd = n_z·(n_x//2)`` of the
+        measurement grid (rows) and of the unknown grid (columns).
     """
     from tqdm.auto import tqdm
 
     cols = rows if cols is None else cols
-    flip = FlipSplit(beamformer.grid.shape)
-    q_r = flip.sparse_basis(_parity("rows", rows))
-    q_c = flip.sparse_basis(_parity("cols", cols))
-    b_r = (q_r.T.tocsr() @ beamformer.B.astype(np.float64)).tocsr()  # [n_r, M]: folded rows of B
-    h_c = (beamformer.H.astype(np.float64) @ q_c).tocsc()  # [M, n_c]: folded columns of H
+    b_r, h_c = _folded_factors(beamformer, rows, cols)
+    h_c = h_c.tocsc()
     n_r, n_c = b_r.shape[0], h_c.shape[1]
     out = np.empty((n_r, n_c), dtype=dtype)
     # dense float64 chunk + its sparse form (≈ 12 bytes per stored entry)
@@ -261,6 +297,57 @@ def flip_block(
         stop = min(start + step, n_c)
         out[:, start:stop] = (b_r @ h_c[:, start:stop]).toarray()
     return out
+
+
+def flip_gram(
+    beamformer: MatchedFilterBeamformer,
+    parity: str = "even",
+    *,
+    dtype=np.float64,
+    chunk_bytes: int = _DEFAULT_CHUNK_BYTES,
+    progress: bool = True,
+) -> np.ndarray:
+    """The Gram matrix ``A_bᵀ A_b`` of the flip block ``A_b = Q_bᵀ B H Q_b`` without storing ``A_b``.
+
+    For a rectangular beamformer (``By`` on a fine grid, unknowns on a coarse one) ``A_b`` is tall,
+    ``[n_b(meas), n_b(unknown)]``; the Gram route only needs ``A_bᵀ A_b`` (``[n_b(unknown)]²``).
+    It is accumulated over row chunks of ``A_b`` (sparse ``(Q_bᵀB)[rows] (H Q_b)``, then a
+    float64 rank-k update, BLAS ``syrk``), each chunk below ``chunk_bytes``: peak memory is the
+    Gram matrix plus one chunk, instead of the tall block plus the Gram matrix.
+
+    Parameters
+    ----------
+    beamformer : MatchedFilterBeamformer
+        Defines ``H`` (unknown grid) and ``B`` (measurement grid).
+    parity : {"even", "odd"}
+        The block (rows and columns of the same parity; the cross blocks vanish).
+    dtype : numpy dtype
+        dtype of the returned array (accumulated in float64).
+    chunk_bytes : int
+        Memory bound of one chunk in bytes.
+    progress : bool
+        Show a tqdm progress bar over the chunks.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[n_c, n_c]`` symmetric, Fortran order; only its **upper triangle** is guaranteed (what
+        ``eigh(..., lower=False)`` reads). Use ``np.triu(g) + np.triu(g, 1).T`` for the full matrix.
+    """
+    import scipy.linalg.blas as blas
+    from tqdm.auto import tqdm
+
+    b_r, h_c = _folded_factors(beamformer, parity, parity)
+    h_c = h_c.tocsr()
+    n_r, n_c = b_r.shape[0], h_c.shape[1]
+    gram = np.zeros((n_c, n_c), dtype=np.float64, order="F")
+    syrk = blas.get_blas_funcs("syrk", (gram,))
+    step = max(1, int(chunk_bytes) // (n_c * 20))
+    for start in tqdm(range(0, n_r, step), desc=f"BH Gram {parity}", disable=not progress, leave=False):
+        chunk = (b_r[start : start + step] @ h_c).toarray()  # [rows, n_c], C order
+        # chunk.T is Fortran-ordered [n_c, rows]: gram += chunk.T @ chunk (upper triangle), in place
+        gram = syrk(1.0, chunk.T, beta=1.0, c=gram, trans=0, lower=0, overwrite_c=1)
+    return gram if np.dtype(dtype) == np.float64 else np.asfortranarray(gram, dtype=dtype)
 
 
 # --- decomposition of one block -------------------------------------------------------------------
@@ -289,16 +376,17 @@ def reliable_floor(method: str, compute_dtype: str) -> float:
 def decompose_block(
     block: np.ndarray, *, method: str = "gram", device: str | torch.device = "cpu"
 ) -> tuple[np.ndarray, torch.Tensor]:
-    """Right singular vectors and singular values of a dense square block ``A``.
+    """Right singular vectors and singular values of a dense block ``A`` (square or rectangular).
 
     Parameters
     ----------
     block : numpy.ndarray
-        ``A``, ``[n, n]`` float64 or float32 (the compute dtype); may be overwritten (``"svd"`` on the CPU).
+        ``A``, ``[m, n]`` float64 or float32 (the compute dtype); may be overwritten (``"svd"`` on
+        the CPU). ``m > n`` for a rectangular ``BH`` with the unknowns on a coarser grid.
     method : {"gram", "svd"}
         ``"gram"``: eigendecomposition ``AᵀA = V S² Vᵀ`` (``scipy.linalg.eigh`` on the CPU,
         ``torch.linalg.eigh`` on CUDA); ``"svd"``: ``A = U S Vᵀ`` (LAPACK ``gesdd`` / torch), ``U``
-        discarded.
+        discarded (when ``m < n`` the full ``V`` is computed and ``s`` padded with zeros).
     device : str or torch.device
         Where to compute.
 
@@ -319,51 +407,72 @@ def _reverse_columns(a: np.ndarray, rows_per_chunk: int = 1024) -> None:
         a[r : r + rows_per_chunk] = a[r : r + rows_per_chunk, ::-1].copy()
 
 
-def _decompose(holder: list, *, method: str, device) -> tuple[np.ndarray, torch.Tensor]:
-    """:func:`decompose_block` on ``holder.pop()``: the block is freed as soon as it is consumed
-    when ``holder`` held the only reference (``A`` and ``AᵀA`` never coexist with ``V``)."""
-    _choice("method", method, METHODS)
-    device = torch.device(device)
-    block = holder.pop()
-    n = block.shape[0]
-    if block.ndim != 2 or block.shape[1] != n:
-        raise ValueError(f"block must be a square [n, n] array, got shape {block.shape}")
-    t0 = time.perf_counter()
+def _eigh_gram(gram, *, device: torch.device, upper: bool = False) -> tuple[np.ndarray, torch.Tensor]:
+    """``s`` (descending) and ``V`` from the Gram matrix ``AᵀA`` (numpy, or a tensor on ``device``;
+    overwritten). ``upper``: only its upper triangle is valid, as :func:`flip_gram` returns it."""
     if device.type == "cpu":
         import scipy.linalg as sla
 
-        if method == "gram":
+        # MRRR (syevr): O(n) workspace, where divide and conquer (syevd) needs 2n² more
+        w, v = sla.eigh(gram, lower=not upper, overwrite_a=True, check_finite=False, driver="evr")
+        s = np.sqrt(np.clip(w[::-1].astype(np.float64), 0.0, None))
+        _reverse_columns(v)  # descending order, in place (no second n² copy)
+        return s, torch.from_numpy(v)
+    g = gram if isinstance(gram, torch.Tensor) else torch.from_numpy(gram).to(device)
+    w, V = torch.linalg.eigh(g, UPLO="U" if upper else "L")
+    del g
+    s = np.sqrt(np.clip(w.flip(0).double().cpu().numpy(), 0.0, None))
+    return s, V.flip(1).contiguous()
+
+
+def _decompose(holder: list, *, method: str, device, is_gram: bool = False) -> tuple[np.ndarray, torch.Tensor]:
+    """:func:`decompose_block` on ``holder.pop()``: the block is freed as soon as it is consumed
+    when ``holder`` held the only reference (``A`` and ``AᵀA`` never coexist with ``V``).
+
+    ``is_gram``: ``holder`` holds the Gram matrix ``AᵀA`` of :func:`flip_gram` (upper triangle)
+    instead of ``A`` (``method`` must then be ``"gram"``)."""
+    _choice("method", method, METHODS)
+    device = torch.device(device)
+    block = holder.pop()
+    if block.ndim != 2 or (is_gram and block.shape[0] != block.shape[1]):
+        raise ValueError(f"block must be a 2-D [m, n] array (square for a Gram matrix), got shape {block.shape}")
+    if is_gram and method != "gram":
+        raise ValueError(f"a precomputed Gram matrix needs method='gram', got {method!r}")
+    m, n = block.shape
+    t0 = time.perf_counter()
+    if method == "gram":
+        if is_gram:
+            gram = block
+        elif device.type == "cpu":
             gram = block.T @ block
-            del block
-            # MRRR (syevr): O(n) workspace, where divide and conquer (syevd) needs 2n² more
-            w, v = sla.eigh(gram, overwrite_a=True, check_finite=False, driver="evr")
-            del gram
-            s = np.sqrt(np.clip(w[::-1].astype(np.float64), 0.0, None))
-            _reverse_columns(v)  # descending order, in place (no second n² copy)
-            V = torch.from_numpy(v)
         else:
-            u, s, vt = sla.svd(block, overwrite_a=True, check_finite=False, lapack_driver="gesdd")
-            del block, u
-            s = s.astype(np.float64)
-            V = torch.from_numpy(vt).mT  # rows of Vᵀ are the right singular vectors: no copy
+            a = torch.from_numpy(block).to(device)
+            del block
+            gram = a.mT @ a
+            del a
+        block = None
+        s, V = _eigh_gram(gram, device=device, upper=is_gram)
+        del gram
+    elif device.type == "cpu":
+        import scipy.linalg as sla
+
+        # tall or square: the economy SVD's Vᵀ is complete; wide: the full Vᵀ
+        u, s, vt = sla.svd(block, full_matrices=m < n, overwrite_a=True, check_finite=False, lapack_driver="gesdd")
+        del block, u
+        s = s.astype(np.float64)
+        V = torch.from_numpy(vt).mT  # rows of Vᵀ are the right singular vectors: no copy
     else:
         a = torch.from_numpy(block).to(device)
         del block
-        if method == "gram":
-            gram = a.mT @ a
-            del a
-            w, V = torch.linalg.eigh(gram)
-            del gram
-            s = np.sqrt(np.clip(w.flip(0).double().cpu().numpy(), 0.0, None))
-            V = V.flip(1).contiguous()
-        else:
-            _, sv, vh = torch.linalg.svd(a, full_matrices=False)
-            del a
-            s = sv.double().cpu().numpy()
-            V = vh.mT.contiguous()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-    log.info("%s of a %d² block on %s: %.1f s", method, n, device, time.perf_counter() - t0)
+        _, sv, vh = torch.linalg.svd(a, full_matrices=m < n)
+        del a
+        s = sv.double().cpu().numpy()
+        V = vh.mT.contiguous()
+    if s.size < n:  # a wide block has at most m non-zero singular values
+        s = np.concatenate([s, np.zeros(n - s.size)])
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    log.info("%s of a %d×%d block on %s: %.1f s", method, m, n, device, time.perf_counter() - t0)
     return s, V
 
 
@@ -447,6 +556,11 @@ class SpectralBlock:
 class DecomposedBH(SVDOperator):
     """``BH = U S Vᵀ`` on ``[n_z, n_x]`` images, from the flip-split decomposition (DESIGN §5).
 
+    Square (unknowns on the measurement grid) or rectangular (unknowns on
+    ``beamformer.unknown_grid``, a coarser grid; module docstring): ``in_shape`` is the unknown
+    grid's shape, ``out_shape`` the measurement grid's, and the spectral domain has one component
+    per unknown.
+
     Build it with :func:`decompose_bh`. ``V`` is stored per flip block (see the module docstring for
     the two layouts); ``U = BH V S⁻¹`` on the kept components is never stored: ``Ut``/``U`` apply the
     sparse ``BH`` (on the CPU, scipy) and come back on the input's device.
@@ -466,7 +580,10 @@ class DecomposedBH(SVDOperator):
 
     Attributes
     ----------
-    in_shape, out_shape : (n_z, n_x)
+    in_shape : (n_z, n_x)
+        Shape of the unknown grid (``beamformer.unknown_grid``).
+    out_shape : (n_z, n_x)
+        Shape of the measurement grid (``beamformer.grid``).
     spectral_shape : (m_even + m_odd,)
         ``m_b = n_b`` for a ``"basis"`` block, ``k_b + n_b`` for a ``"projector"`` block.
     singular_values : torch.Tensor
@@ -493,14 +610,15 @@ class DecomposedBH(SVDOperator):
             raise ValueError(f"threshold must be in [0, 1) (relative to s_1), got {threshold!r}")
         self.beamformer = beamformer
         self.BH: SparseOperator = beamformer.BH
-        self.flip = FlipSplit(beamformer.grid.shape)
+        self.flip = FlipSplit(beamformer.unknown_grid.shape)  # V acts on the unknown grid
         if (even.n, odd.n) != (self.flip.n_even, self.flip.n_odd):
             raise ValueError(
-                f"blocks of sizes ({even.n}, {odd.n}) do not match the grid's flip split "
+                f"blocks of sizes ({even.n}, {odd.n}) do not match the unknown grid's flip split "
                 f"({self.flip.n_even}, {self.flip.n_odd}); decompose BH for this grid"
             )
         self.blocks = {"even": even, "odd": odd}
-        self.in_shape = self.out_shape = tuple(beamformer.grid.shape)
+        self.in_shape = tuple(beamformer.unknown_grid.shape)
+        self.out_shape = tuple(beamformer.grid.shape)
         self.threshold, self.floor = threshold, float(floor)
         self.metadata = dict(metadata or {})
         self.s1 = float(max(even.singular_values[0], odd.singular_values[0]))
@@ -536,10 +654,11 @@ class DecomposedBH(SVDOperator):
                 log.info(msg)
 
     def __repr__(self) -> str:
-        g = self.beamformer.grid
+        g, u = self.beamformer.grid, self.beamformer.unknown_grid
         layouts = "/".join(b.layout for b in self.blocks.values())
+        shape = f"{g.n_z}×{g.n_x}" if u == g else f"{g.n_z}×{g.n_x} ← {u.n_z}×{u.n_x}"
         return (
-            f"DecomposedBH({g.n_z}×{g.n_x}, kept {self.n_kept}/{g.size} above {self.threshold:g}·s1 "
+            f"DecomposedBH({shape}, kept {self.n_kept}/{u.size} above {self.threshold:g}·s1 "
             f"(s1 = {self.s1:.4g}), layout {layouts}, V {self.nbytes / 2**20:.1f} MiB "
             f"{self.blocks['even'].vectors.dtype})"
         )
@@ -626,6 +745,9 @@ def _definition(beamformer: MatchedFilterBeamformer, **options) -> dict:
         "pulse": {"samples_sha256": _sha256_arrays(pulse.samples), "sampling_frequency": pulse.sampling_frequency,
                   "oversampling": pulse.oversampling},
         "grid": {"x": list(beamformer.grid.x), "z": list(beamformer.grid.z)},
+        # only for a rectangular BH, so that the keys of square decompositions (caches) are unchanged
+        **({"unknown_grid": {"x": list(beamformer.unknown_grid.x), "z": list(beamformer.unknown_grid.z)}}
+           if _is_rectangular(beamformer) else {}),
         "wave": {"sampling_frequency": w.sampling_frequency, "sound_speed": w.sound_speed, "angle": w.angle,
                  "t0": w.t0, "n_samples": m.n_samples},
         "f_number": beamformer.f_number,
@@ -650,9 +772,10 @@ def cache_key(
 ) -> str:
     """SHA-256 (hex) of everything that defines ``BH`` and its cached decomposition.
 
-    Covers probe, pulse samples, grid axes, wave, f-number, Tukey α, aperture upsampling, the dtype
-    and content of ``H``/``B``, the decomposition options and :data:`FORMAT_VERSION`. The device is
-    not part of the key (results agree to rounding).
+    Covers probe, pulse samples, grid axes (and the unknown grid's axes for a rectangular ``BH``),
+    wave, f-number, Tukey α, aperture upsampling, the dtype and content of ``H``/``B``, the
+    decomposition options and :data:`FORMAT_VERSION`. The device is not part of the key (results
+    agree to rounding). Square decompositions keep the keys they had before rectangular ones existed.
     """
     d = _definition(beamformer, method=method, threshold=float(threshold), dtype=dtype,
                     compute_dtype=compute_dtype, complement=complement)
@@ -742,7 +865,9 @@ def decompose_bh(
     Parameters
     ----------
     beamformer : MatchedFilterBeamformer
-        ``H`` and ``B`` on a grid symmetric about ``x = 0``, 0° wave.
+        ``H`` and ``B`` on grids symmetric about ``x = 0``, 0° wave. With ``unknown_grid`` set (the
+        rectangular variant) ``V`` lives on the unknown grid and the Gram matrix of each tall block
+        is accumulated without storing the block (:func:`flip_gram`; ``method="svd"`` forms it).
     method : {"gram", "svd"}
         Eigendecomposition of ``AᵀA`` (faster) or SVD of ``A`` (resolves smaller singular values;
         see :func:`reliable_floor`).
@@ -773,7 +898,8 @@ def decompose_bh(
     Returns
     -------
     DecomposedBH
-        An :class:`~drus.operators.SVDOperator` on ``[n_z, n_x]`` images for :func:`drus.ddrm.ddrm_sample`.
+        An :class:`~drus.operators.SVDOperator` from ``unknown_grid.shape`` to ``grid.shape`` images
+        for :func:`drus.ddrm.ddrm_sample`.
 
     Raises
     ------
@@ -798,7 +924,8 @@ def decompose_bh(
     options = dict(method=method, threshold=threshold, dtype=dtype, compute_dtype=compute_dtype, complement=complement)
     key = cache_key(beamformer, **options)
     folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    flip = FlipSplit(beamformer.grid.shape)
+    flip = FlipSplit(beamformer.unknown_grid.shape)
+    rectangular = _is_rectangular(beamformer)
     floor = reliable_floor(method, compute_dtype)
     blocks, metas = {}, {}
     for parity in PARITIES:
@@ -810,10 +937,12 @@ def decompose_bh(
             metas[parity] = {**meta, "source": "cache"}
             continue
         t0 = time.perf_counter()
-        holder = [flip_block(beamformer, parity, dtype=COMPUTE_DTYPES[compute_dtype], chunk_bytes=chunk_bytes,
-                             progress=progress)]
+        use_gram = rectangular and method == "gram"  # tall block: accumulate AᵀA, never store A
+        assemble = flip_gram if use_gram else flip_block
+        holder = [assemble(beamformer, parity, dtype=COMPUTE_DTYPES[compute_dtype], chunk_bytes=chunk_bytes,
+                           progress=progress)]
         t_assemble = time.perf_counter() - t0
-        s, V = _decompose(holder, method=method, device=device)
+        s, V = _decompose(holder, method=method, device=device, is_gram=use_gram)
         # components kept relative to this block's s_1 (a superset of the final, global selection)
         k = int((s > max(threshold, floor) * s[0]).sum())
         layout = complement if complement != "auto" else ("projector" if k < n / 2 else "basis")
@@ -824,7 +953,8 @@ def decompose_bh(
         seconds = time.perf_counter() - t0
         metas[parity] = {**options, "format_version": FORMAT_VERSION, "seconds_assemble": t_assemble,
                          "seconds_total": seconds, "device": str(device)}
-        log.info("%s block %d²: %d kept above %g·s1_block, layout %s, %.1f s", parity, n, k, threshold, layout, seconds)
+        log.info("%s block (%d unknowns): %d kept above %g·s1_block, layout %s, %.1f s", parity, n, k, threshold,
+                 layout, seconds)
         if cache:
             _save_block(folder, key, blocks[parity], metas[parity])
         metas[parity]["source"] = "computed"
@@ -843,7 +973,8 @@ def operator_error(decomposed: SVDOperator, beamformer: MatchedFilterBeamformer,
     beamformer : MatchedFilterBeamformer
         The reference ``B (H x)`` (sparse, exact).
     x : array_like or torch.Tensor
-        ``[n_z, n_x]`` or ``[..., n_z, n_x]`` images (random, speckle…).
+        ``[n_z, n_x]`` or ``[..., n_z, n_x]`` images on the unknown grid (``beamformer.unknown_grid``,
+        the measurement grid for a square ``BH``): random, speckle…
 
     Returns
     -------
