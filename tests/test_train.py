@@ -103,3 +103,22 @@ def test_config_validation(tmp_path):
         _cfg(tmp_path, ema_decay=1.0)
     with pytest.raises(ValueError, match="steps"):
         _cfg(tmp_path, steps=0)
+
+
+def test_fine_tuning_a_three_channel_guided_diffusion_checkpoint(tmp_path):
+    """A 3-channel learned-variance net saved as a plain .pt state dict is converted to 1 channel and trained."""
+    torch.set_num_threads(1)
+    cfg3 = UNetConfig.from_dict({**UNetConfig.small().to_dict(), **TINY, "in_channels": 3, "learn_sigma": True})
+    torch.manual_seed(0)
+    net3 = UNet(cfg3)
+    with torch.no_grad():
+        for p in net3.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    torch.save(net3.state_dict(), tmp_path / "gd.pt")
+    cfg = _cfg(tmp_path, steps=2, init_from=str(tmp_path / "gd.pt"), init_config=cfg3.to_dict(), lr=1e-4, batch_size=1)
+    out = train(cfg, progress=False)
+    model, ucfg, meta = load_checkpoint(out)
+    assert ucfg.in_channels == 1 and ucfg.learn_sigma and meta["steps"] == 2
+    # the first conv is the 3-channel one summed over its inputs (then moved by 2 small steps)
+    first = net3.state_dict()["input_blocks.0.0.weight"].sum(dim=1, keepdim=True)
+    assert torch.allclose(model.state_dict()["input_blocks.0.0.weight"], first, atol=5e-3)

@@ -113,11 +113,12 @@ def beamform(path, out_png, angles, x_range, z_range, pixel, f_number, center_fr
 @click.option("--model", "model_json", default=None, help='UNet config overrides as JSON, e.g. \'{"model_channels": 32}\'.')
 @click.option("--preset", type=click.Choice(["default", "small"]), default="default", show_default=True, help="Network size: 'default' = the shipped prior's architecture.")
 @click.option("--init-from", type=click.Path(exists=True, dir_okay=False), default=None, help="Fine-tune a guided-diffusion .pt checkpoint (lr 1e-4, batch 1 in the paper).")
+@click.option("--init-config", "init_config_json", default=None, help="Architecture of --init-from as JSON (default: OpenAI 256x256 uncond).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--threads", type=int, default=None, help="CPU threads for torch.")
 @click.option("--checkpoint-every", type=int, default=500, show_default=True)
-def train(out_dir, data, steps, batch_size, image_size, lr, ema_decay, grad_clip, learn_sigma, psf_std_px, model_json, preset, init_from, seed, device, threads, checkpoint_every) -> None:
+def train(out_dir, data, steps, batch_size, image_size, lr, ema_decay, grad_clip, learn_sigma, psf_std_px, model_json, preset, init_from, init_config_json, seed, device, threads, checkpoint_every) -> None:
     """Train (or fine-tune) a diffusion prior; writes <out>/prior.safetensors + prior.json."""
     from .train import DEFAULT_PRIOR_MODEL, TrainConfig, train as run_train
 
@@ -131,6 +132,7 @@ def train(out_dir, data, steps, batch_size, image_size, lr, ema_decay, grad_clip
         out_dir=out_dir, data=data, steps=steps, batch_size=batch_size, image_size=image_size, lr=lr,
         ema_decay=ema_decay, grad_clip=grad_clip, learn_sigma=learn_sigma, psf_std_px=psf_std_px, model=model,
         init_from=init_from, seed=seed, device=device, threads=threads, checkpoint_every=checkpoint_every,
+        init_config=json.loads(init_config_json) if init_config_json else None,
     )
     path = run_train(cfg)
     click.echo(f"prior written to {path}")

@@ -78,14 +78,19 @@ class TrainConfig:
     grad_clip : float
         Max global gradient norm (0 disables).
     learn_sigma : bool
-        Train the variance output too (hybrid loss, ``vlb_weight``).
+        Give a new network a variance output, trained with the hybrid loss (``vlb_weight``). A
+        fine-tuned checkpoint keeps its own setting.
     psf_std_px : float or None
         Gaussian blur of synthetic images (pixels).
     model : dict
         :class:`drus.unet.UNetConfig` fields for a new network, over :meth:`UNetConfig.small`
         (default: :data:`DEFAULT_PRIOR_MODEL`; ignored when ``init_from`` is set).
     init_from : str or None
-        A guided-diffusion ``.pt`` checkpoint to fine-tune (3-channel nets are converted to 1 channel).
+        A guided-diffusion ``.pt`` checkpoint to fine-tune (3-channel nets are converted to 1 channel
+        by :func:`drus.unet.convert_to_single_channel`).
+    init_config : dict or None
+        The architecture of ``init_from`` (:class:`UNetConfig` fields); default: OpenAI's
+        ``256x256_diffusion_uncond`` configuration, the one DRUS fine-tunes.
     seed : int
         Seeds the weights, the data stream and the noise.
     """
@@ -105,6 +110,7 @@ class TrainConfig:
     psf_std_px: float | None = None
     model: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_PRIOR_MODEL))
     init_from: str | None = None
+    init_config: dict | None = None
     seed: int = 0
     log_every: int = 50
     checkpoint_every: int = 500
@@ -174,7 +180,8 @@ def _atomic_torch_save(obj, path: Path) -> None:
 
 def _build_model(cfg: TrainConfig) -> tuple[torch.nn.Module, UNetConfig]:
     if cfg.init_from:
-        model = load_guided_diffusion(cfg.init_from)
+        config = UNetConfig.from_dict(cfg.init_config) if cfg.init_config else None
+        model = load_guided_diffusion(cfg.init_from, config)
         if model.config.in_channels != 1:
             model = convert_to_single_channel(model.state_dict(), model.config)
         return model, model.config
@@ -262,7 +269,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                loss = diffusion_loss(model, x0, schedule, generator=gen, learn_sigma=cfg.learn_sigma, vlb_weight=cfg.vlb_weight)
+                loss = diffusion_loss(model, x0, schedule, generator=gen, learn_sigma=ucfg.learn_sigma, vlb_weight=cfg.vlb_weight)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower lr or check the data")
             opt.zero_grad(set_to_none=True)
