@@ -153,7 +153,7 @@ def evaluate() -> None:
 @click.option("--size", type=int, default=256, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 def evaluate_numerical(phantom, out_dir, prior, realisations, n_samples, n_steps, size, device) -> None:
-    """Paper Figs. 2-3: occlusion (gCNR, SNR) and scatterer (FWHM) phantoms under the separable blur."""
+    """The numerical study of paper Figures 2-3: occlusion (gCNR, SNR) and scatterer (FWHM) phantoms."""
     from .experiments import format_table, occlusion_study, save_study, scatterer_study
     from .reconstruct import load_prior
     from .train import resolve_device
