@@ -28,6 +28,23 @@ def reference_data() -> Path:
     return root
 
 
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same global RNG state, whatever ran before it."""
+    torch.manual_seed(0)
+    np.random.seed(0)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Single-threaded torch for a test module, restored afterwards: the tensors are tiny, and on
+    shared cores two OpenMP threads make every small op wait for a descheduled thread (10–20×)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def tiny_probe() -> LinearProbe:
     """8 elements at pitch 0.3 mm, 5.208 MHz."""

@@ -40,14 +40,7 @@ from drus.schedule import NoiseSchedule
 SCHEDULE = NoiseSchedule()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Single-threaded torch: these tensors are tiny, and on shared cores two OpenMP threads make
-    every small op wait for a descheduled thread (runs measured 10–20× slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # =================================================================================================

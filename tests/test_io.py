@@ -341,17 +341,9 @@ def test_save_load_images(tmp_path):
 # --------------------------------------------------------------------------------------------------
 # the shipped reference data (shared/data/README.md)
 # --------------------------------------------------------------------------------------------------
-def _data_root() -> Path:
-    env = os.environ.get("DRUS_REFERENCE_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
 @pytest.fixture
-def data_root() -> Path:
-    root = _data_root()
-    if not root.is_dir():
-        pytest.skip(f"reference data not found at {root} (set DRUS_REFERENCE_DATA)")
-    return root
+def data_root(reference_data) -> Path:
+    return reference_data
 
 
 SETS = ["simu_reso", "simu_cont", "expe_reso", "expe_cont"]  # das_reference/{1..4}.hdf5

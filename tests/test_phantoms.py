@@ -8,6 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import reference_data_dir
 
 from drus.geometry import ImageGrid, paper_grid
 from drus.phantoms import (
@@ -29,14 +30,8 @@ from drus.phantoms import (
 )
 
 
-def _reference_data() -> Path:
-    """``$DRUS_REFERENCE_DATA``, else ``<repo>/../shared/data``."""
-    env = os.environ.get("DRUS_REFERENCE_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
 def _picmus_phantom_file(index: int) -> Path:
-    path = _reference_data() / "picmus" / "phantoms" / f"picmus_phantom_{index}.hdf5"
+    path = reference_data_dir() / "picmus" / "phantoms" / f"picmus_phantom_{index}.hdf5"
     if not path.is_file():
         pytest.skip(f"reference data not found: {path} (set DRUS_REFERENCE_DATA)")
     return path

@@ -38,12 +38,7 @@ MEAS, UNKNOWN = 32, 16
 GROUP = "US/US_DATASET0000"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- a fake reference-data folder in the real layouts ---------------------------------------------------

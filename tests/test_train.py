@@ -14,6 +14,8 @@ from drus.schedule import NoiseSchedule
 from drus.train import TrainConfig, diffusion_loss, train
 from drus.unet import UNet, UNetConfig
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = {"model_channels": 8, "channel_mult": (1, 2), "num_res_blocks": 1, "attention_resolutions": (), "num_groups": 4,
         "num_head_channels": 8}
 
@@ -77,7 +79,6 @@ def test_loss_is_the_noise_mse_for_a_known_predictor():
 
 
 def test_training_reduces_the_loss(tmp_path):
-    torch.set_num_threads(1)
     cfg = _cfg(tmp_path, steps=60, batch_size=8, lr=2e-3, log_every=10, checkpoint_every=60)
     train(cfg, progress=False)
     log = [json.loads(l) for l in (tmp_path / "run" / "train.log").read_text().splitlines()]
@@ -87,7 +88,6 @@ def test_training_reduces_the_loss(tmp_path):
 
 def test_resume_is_exact(tmp_path):
     """4 steps straight == 2 steps, stop, resume to 4 (same weights bit for bit)."""
-    torch.set_num_threads(1)
     straight = train(_cfg(tmp_path / "a"), progress=False)
     train(_cfg(tmp_path / "b", steps=2), progress=False)
     resumed = train(_cfg(tmp_path / "b", steps=4), progress=False)
@@ -107,7 +107,6 @@ def test_config_validation(tmp_path):
 
 def test_fine_tuning_a_three_channel_guided_diffusion_checkpoint(tmp_path):
     """A 3-channel learned-variance net saved as a plain .pt state dict is converted to 1 channel and trained."""
-    torch.set_num_threads(1)
     cfg3 = UNetConfig.from_dict({**UNetConfig.small().to_dict(), **TINY, "in_channels": 3, "learn_sigma": True})
     torch.manual_seed(0)
     net3 = UNet(cfg3)
