@@ -478,3 +478,47 @@ def test_rectangular_needs_symmetric_grids():
                                  unknown_grid=asym)
     with pytest.raises(ValueError, match="unknown_grid symmetric about x = 0"):
         decompose(bf)
+
+
+@pytest.mark.parametrize("n, panels", [(1, 8), (7, 8), (37, 8), (40, 3)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_lower_triangle_rank_k_update_matches_numpy(n, panels, dtype):
+    rng = np.random.default_rng(n)
+    g0 = rng.standard_normal((n, n)).astype(dtype)
+    c = rng.standard_normal((5, n)).astype(dtype)
+    g = torch.from_numpy(g0.copy())
+    dec._add_lower_gram(g, torch.from_numpy(c), panels=panels)
+    ref = g0.astype(np.float64) + c.T.astype(np.float64) @ c
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(np.tril(g.numpy()), np.tril(ref), rtol=0, atol=tol * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("compute_dtype", ["float64", "float32"])
+def test_square_gram_is_accumulated_without_the_block(compute_dtype):
+    bf = beamformer()
+    dt = dec.COMPUTE_DTYPES[compute_dtype]
+    for parity in ("even", "odd"):
+        blk = flip_block(bf, parity, progress=False)
+        g = dec.flip_gram(bf, parity, dtype=dt, progress=False, chunk_bytes=2048)
+        assert g.dtype == dt and g.flags.f_contiguous
+        ref = blk.T @ blk
+        tol = 1e-12 if dt == np.float64 else 1e-6
+        np.testing.assert_allclose(np.triu(g), np.triu(ref), rtol=0, atol=tol * np.abs(ref).max())
+
+
+def test_eigensolver_falls_back_to_mrrr_when_divide_and_conquer_does_not_fit(monkeypatch, caplog):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((30, 20))
+    gram = a.T @ a
+    results = {}
+    for memory, driver in [(2**40, "syevd"), (1000, "syevr")]:
+        monkeypatch.setattr(dec, "_available_memory", lambda memory=memory: memory)
+        with caplog.at_level("INFO", logger="drus.decompose"):
+            s, v = dec._eigh_gram(np.triu(gram).copy(order="F"), device=torch.device("cpu"), upper=True)
+        assert driver in caplog.text
+        caplog.clear()
+        results[driver] = s, v.numpy()
+    s_ref = np.linalg.svd(a, compute_uv=False)
+    for s, v in results.values():
+        np.testing.assert_allclose(s, s_ref, rtol=1e-10)
+        np.testing.assert_allclose(np.abs(v.T @ a.T @ a @ v), np.diag(s**2), atol=1e-9 * s[0] ** 2)

@@ -312,7 +312,7 @@ def flip_gram(
     For a rectangular beamformer (``By`` on a fine grid, unknowns on a coarse one) ``A_b`` is tall,
     ``[n_b(meas), n_b(unknown)]``; the Gram route only needs ``A_bᵀ A_b`` (``[n_b(unknown)]²``).
     It is accumulated over row chunks of ``A_b`` (sparse ``(Q_bᵀB)[rows] (H Q_b)``, then a
-    float64 rank-k update, BLAS ``syrk``), each chunk below ``chunk_bytes``: peak memory is the
+    rank-k update of one triangle, :func:`_add_lower_gram`), each chunk below ``chunk_bytes``: peak memory is the
     Gram matrix plus one chunk, instead of the tall block plus the Gram matrix.
 
     Parameters
@@ -321,8 +321,10 @@ def flip_gram(
         Defines ``H`` (unknown grid) and ``B`` (measurement grid).
     parity : {"even", "odd"}
         The block (rows and columns of the same parity; the cross blocks vanish).
-    dtype : numpy dtype
-        dtype of the returned array (accumulated in float64).
+    dtype : {float64, float32}
+        Accumulation and output dtype. Each chunk of ``A_b`` is computed in float64 and rounded once;
+        float32 accumulation is about twice as fast as float64 and halves the memory; its rounding, ≈ ε₃₂·s_1² per entry, is of the
+        order of the float32 eigensolver's own backward error (docs/decomposition.md).
     chunk_bytes : int
         Memory bound of one chunk in bytes.
     progress : bool
@@ -334,20 +336,36 @@ def flip_gram(
         ``[n_c, n_c]`` symmetric, Fortran order; only its **upper triangle** is guaranteed (what
         ``eigh(..., lower=False)`` reads). Use ``np.triu(g) + np.triu(g, 1).T`` for the full matrix.
     """
-    import scipy.linalg.blas as blas
     from tqdm.auto import tqdm
 
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float64, np.float32):
+        raise ValueError(f"dtype must be float64 or float32, got {dtype}")
     b_r, h_c = _folded_factors(beamformer, parity, parity)
     h_c = h_c.tocsr()
     n_r, n_c = b_r.shape[0], h_c.shape[1]
-    gram = np.zeros((n_c, n_c), dtype=np.float64, order="F")
-    syrk = blas.get_blas_funcs("syrk", (gram,))
+    gram = np.zeros((n_c, n_c), dtype=dtype, order="F")
+    g = torch.from_numpy(gram).mT  # the same memory, C order: g[i, j] = gram[j, i]
     step = max(1, int(chunk_bytes) // (n_c * 20))
     for start in tqdm(range(0, n_r, step), desc=f"BH Gram {parity}", disable=not progress, leave=False):
-        chunk = (b_r[start : start + step] @ h_c).toarray()  # [rows, n_c], C order
-        # chunk.T is Fortran-ordered [n_c, rows]: gram += chunk.T @ chunk (upper triangle), in place
-        gram = syrk(1.0, chunk.T, beta=1.0, c=gram, trans=0, lower=0, overwrite_c=1)
-    return gram if np.dtype(dtype) == np.float64 else np.asfortranarray(gram, dtype=dtype)
+        # the sparse product in float64, rounded once to the accumulation dtype: [rows, n_c]
+        chunk = torch.from_numpy((b_r[start : start + step] @ h_c).toarray().astype(dtype, copy=False))
+        _add_lower_gram(g, chunk)  # the lower triangle of g is the upper triangle of gram
+    return gram
+
+
+def _add_lower_gram(g: torch.Tensor, c: torch.Tensor, panels: int = 8) -> None:
+    """``g += cᵀc`` on the lower triangle (and a few tiles above it), in place, by row panels.
+
+    A rank-k update restricted to one triangle, as BLAS ``syrk`` computes it, in about 56 % of a full
+    GEMM's work (with 8 panels). ``syrk`` itself is not used: OpenBLAS's crashes (segmentation fault) at
+    n = 32 768, the 256² flip blocks; torch's GEMM (MKL on x86) handles any size.
+    """
+    n = g.shape[0]
+    size = -(-n // panels)
+    for i0 in range(0, n, size):
+        i1 = min(i0 + size, n)
+        g[i0:i1, :i1].addmm_(c[:, i0:i1].mT, c[:, :i1])
 
 
 # --- decomposition of one block -------------------------------------------------------------------
@@ -407,14 +425,30 @@ def _reverse_columns(a: np.ndarray, rows_per_chunk: int = 1024) -> None:
         a[r : r + rows_per_chunk] = a[r : r + rows_per_chunk, ::-1].copy()
 
 
+def _available_memory() -> int:
+    """Bytes of physical memory available now (Linux ``MemAvailable``; else the total physical memory)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 def _eigh_gram(gram, *, device: torch.device, upper: bool = False) -> tuple[np.ndarray, torch.Tensor]:
     """``s`` (descending) and ``V`` from the Gram matrix ``AᵀA`` (numpy, or a tensor on ``device``;
     overwritten). ``upper``: only its upper triangle is valid, as :func:`flip_gram` returns it."""
     if device.type == "cpu":
         import scipy.linalg as sla
 
-        # MRRR (syevr): O(n) workspace, where divide and conquer (syevd) needs 2n² more
-        w, v = sla.eigh(gram, lower=not upper, overwrite_a=True, check_finite=False, driver="evr")
+        # divide and conquer (syevd) is the fastest LAPACK driver for all eigenvectors (n = 8 192, float32:
+        # 32 s vs 36 s for MRRR computing only the top 30 %) but needs 2n² elements of workspace; MRRR
+        # (syevr) needs O(n). Use syevd when its workspace fits in the available memory.
+        n = gram.shape[0]
+        driver = "evd" if 2 * n * n * gram.dtype.itemsize < 0.8 * _available_memory() else "evr"
+        log.info("eigendecomposition of a %d² %s Gram matrix (LAPACK sy%s)", n, gram.dtype, driver)
+        w, v = sla.eigh(gram, lower=not upper, overwrite_a=True, check_finite=False, driver=driver)
         s = np.sqrt(np.clip(w[::-1].astype(np.float64), 0.0, None))
         _reverse_columns(v)  # descending order, in place (no second n² copy)
         return s, torch.from_numpy(v)
@@ -858,7 +892,8 @@ def decompose_bh(
     """Exact SVD view of ``BH`` via the flip split, cached on disk half by half (DESIGN §5).
 
     For each flip block (even, then odd): load it from the cache if a valid file exists, else
-    assemble the dense block (:func:`flip_block`), decompose it (:func:`decompose_block`), keep the
+    accumulate its Gram matrix from row chunks (:func:`flip_gram`, ``method="gram"``) or assemble
+    the dense block (:func:`flip_block`, ``method="svd"``), decompose it, keep the
     basis in the layout chosen by ``complement`` and store it atomically. A CPU job interrupted after
     the even half resumes with the odd half.
 
@@ -866,8 +901,7 @@ def decompose_bh(
     ----------
     beamformer : MatchedFilterBeamformer
         ``H`` and ``B`` on grids symmetric about ``x = 0``, 0° wave. With ``unknown_grid`` set (the
-        rectangular variant) ``V`` lives on the unknown grid and the Gram matrix of each tall block
-        is accumulated without storing the block (:func:`flip_gram`; ``method="svd"`` forms it).
+        rectangular variant) ``V`` lives on the unknown grid and each block is tall.
     method : {"gram", "svd"}
         Eigendecomposition of ``AᵀA`` (faster) or SVD of ``A`` (resolves smaller singular values;
         see :func:`reliable_floor`).
@@ -925,7 +959,6 @@ def decompose_bh(
     key = cache_key(beamformer, **options)
     folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     flip = FlipSplit(beamformer.unknown_grid.shape)
-    rectangular = _is_rectangular(beamformer)
     floor = reliable_floor(method, compute_dtype)
     blocks, metas = {}, {}
     for parity in PARITIES:
@@ -937,7 +970,7 @@ def decompose_bh(
             metas[parity] = {**meta, "source": "cache"}
             continue
         t0 = time.perf_counter()
-        use_gram = rectangular and method == "gram"  # tall block: accumulate AᵀA, never store A
+        use_gram = method == "gram"  # accumulate AᵀA from row chunks; A itself is never stored
         assemble = flip_gram if use_gram else flip_block
         holder = [assemble(beamformer, parity, dtype=COMPUTE_DTYPES[compute_dtype], chunk_bytes=chunk_bytes,
                            progress=progress)]
@@ -947,7 +980,10 @@ def decompose_bh(
         k = int((s > max(threshold, floor) * s[0]).sum())
         layout = complement if complement != "auto" else ("projector" if k < n / 2 else "basis")
         m = n if layout == "basis" else max(k, 1)
-        vectors = torch.empty(n, m, dtype=STORAGE_DTYPES[dtype], device=V.device).copy_(V[:, :m])  # one copy
+        if m == n and V.dtype == STORAGE_DTYPES[dtype]:
+            vectors = V  # the complete basis in the storage dtype: no copy
+        else:
+            vectors = torch.empty(n, m, dtype=STORAGE_DTYPES[dtype], device=V.device).copy_(V[:, :m])  # one copy
         del V
         blocks[parity] = SpectralBlock(parity, s, vectors)
         seconds = time.perf_counter() - t0
