@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from drus.data import TARGET_RMS, estimate_rms
+from drus.data import TARGET_RMS, estimate_rms, prior_scale
 from drus.operators import Identity, SeparableBlur, gaussian_kernel, modulated_gaussian_kernel
 from drus.reconstruct import load_prior, reconstruct
 
@@ -48,6 +48,28 @@ def test_estimate_rms_rejects_pure_noise():
     A = Identity((16, 16))
     with pytest.raises(ValueError, match="no signal above the stated noise"):
         estimate_rms(A, torch.zeros(16, 16), 1.0)
+
+
+def test_prior_scale_is_one_rule_with_a_noise_inclusive_fallback(caplog):
+    A = _blur((64, 64))
+    g = torch.Generator().manual_seed(2)
+    o = 3.0 * torch.randn(64, 64, generator=g)
+    sigma0 = 0.05 * float(A.apply(o).abs().max())
+    y = A.apply(o) + sigma0 * torch.randn(64, 64, generator=g)
+    scale, source = prior_scale(A, y, sigma0)
+    assert source == "estimated" and scale == pytest.approx(estimate_rms(A, y, sigma0) / TARGET_RMS)
+    # a stated σ0 above the observation's power per component cannot be its noise level
+    big = 10 * float(y.pow(2).mean().sqrt()) * float(A.singular_values.max())
+    with caplog.at_level("WARNING", logger="drus.data"):
+        scale2, source2 = prior_scale(A, y.numpy(), big)
+    assert source2 == "noise-inclusive" and "noise-inclusive" in caplog.text
+    assert scale2 == pytest.approx(estimate_rms(A, y, 0.0) / TARGET_RMS)
+    # reconstruct() applies the same rule and says which branch it took
+    model = WhiteGaussianDenoiser().eval()
+    rec = reconstruct(A, y, sigma0=big, model=model, n_samples=2, n_steps=3, progress=False)
+    assert rec.scale_source == "noise-inclusive" and rec.scale == pytest.approx(scale2)
+    rec = reconstruct(A, y, sigma0=sigma0, model=model, n_samples=2, n_steps=3, progress=False, scale=2.0)
+    assert rec.scale_source == "given" and rec.scale == 2.0
 
 
 def test_reconstruct_normalises_samples_and_is_reproducible():

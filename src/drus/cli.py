@@ -445,16 +445,13 @@ def reconstruct_command(observation, method, dataset, sigma0, unknown_size, n_sa
     else:
         from .reconstruct import deno, load_prior, reconstruct
 
-        from .operators import Identity
-        from .picmus import prior_scale
-
         model = load_prior(prior, device=dev)
         kw = dict(sigma0=float(sigma0), model=model, n_samples=n_samples, n_steps=n_steps, seed=seed, device=dev)
         if method == "deno-mean":
-            rec = deno(by, scale=prior_scale(Identity(by.shape), by, sigma0)[0], **kw)
+            rec = deno(by, **kw)
             image, img_grid = rec.mean, grid
         else:
-            rec = reconstruct(op, by, scale=prior_scale(op, by, sigma0)[0], **kw)
+            rec = reconstruct(op, by, **kw)
             img_grid = op.beamformer.unknown_grid
             image = rec.mean if method == "drus-mean" else rec.var
             arrays["var" if method == "drus-mean" else "mean"] = rec.var if method == "drus-mean" else rec.mean

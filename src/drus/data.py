@@ -9,8 +9,9 @@ models are trained on, while bright regions may exceed 1 (nothing is clipped).
 
 - Training: every crop is divided by its own RMS and multiplied by 0.25 (:func:`normalise_rms`).
 - Reconstruction: the RMS of the unknown ``o`` is estimated from the observation in the spectral
-  domain of the operator (:func:`estimate_rms`), and the observation and its noise level are scaled
-  by the same factor, so the sampler works in the prior's units. Results are scaled back.
+  domain of the operator (:func:`prior_scale`, one rule for every caller), and the observation and
+  its noise level are scaled by the same factor, so the sampler works in the prior's units. Results
+  are scaled back.
 
 Sources
 -------
@@ -29,7 +30,7 @@ import torch
 
 from .phantoms import random_echogenicity, speckle
 
-__all__ = ["TARGET_RMS", "normalise_rms", "estimate_rms", "SyntheticSpeckle", "FolderImages", "make_source"]
+__all__ = ["TARGET_RMS", "normalise_rms", "estimate_rms", "prior_scale", "SyntheticSpeckle", "FolderImages", "make_source"]
 
 TARGET_RMS = 0.25
 
@@ -59,6 +60,31 @@ def estimate_rms(operator, y: torch.Tensor, sigma0: float, *, fraction: float = 
             f"check sigma0 = {sigma0!r}"
         )
     return ms**0.5
+
+
+def prior_scale(operator, y, sigma0: float) -> tuple[float, str]:
+    """``(scale, source)``: units of the unknown per prior unit, so that ``o / scale`` has RMS 0.25.
+
+    The rule, the same for DRUS, DENO and every command:
+
+    - ``"estimated"``: :func:`estimate_rms` with the noise power ``σ0²`` subtracted — unbiased when
+      the stated σ0 is the noise level of ``y``.
+    - ``"noise-inclusive"``: when the stated σ0 is at or above the observation's power per
+      component (noise-subtracted power ≤ 0; e.g. the PICMUS resolution sets, whose DENO inputs have
+      RMS 0.045/0.036 for σ0 = 0.11/0.16), the stated σ0 cannot be the noise of ``y``, and the RMS is
+      taken with the noise included (``σ0 = 0``). That overestimates the unknown's scale: the unknown
+      comes out smaller in prior units, the noise too. Logged as a warning.
+    """
+    import logging
+
+    y_t = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y, dtype=torch.float32)
+    try:
+        return estimate_rms(operator, y_t, float(sigma0)) / TARGET_RMS, "estimated"
+    except ValueError:
+        logging.getLogger(__name__).warning(
+            "σ0 = %g is at or above the observation's power per component: prior scale from the noise-inclusive RMS",
+            sigma0)
+        return estimate_rms(operator, y_t, 0.0) / TARGET_RMS, "noise-inclusive"
 
 
 class SyntheticSpeckle:

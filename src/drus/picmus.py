@@ -41,7 +41,6 @@ __all__ = [
     "load_picmus_inputs",
     "picmus_operator",
     "channel_data_to_by",
-    "prior_scale",
     "method_envelope",
     "points_in_view",
     "score_image",
@@ -346,30 +345,6 @@ def picmus_operator(
     return bf, op
 
 
-def prior_scale(operator, y, sigma0: float) -> tuple[float, str]:
-    """``(scale, source)``: units of the unknown per prior unit for :func:`drus.reconstruct.reconstruct`.
-
-    ``"estimated"``: :func:`drus.data.estimate_rms` — the unknown's RMS from ``y`` with the noise
-    power ``σ0²`` subtracted, mapped to the prior's RMS 0.25 (the default of ``reconstruct``).
-    ``"noise-inclusive"``: on sparse scenes the stated σ0 can exceed the signal per component (the
-    PICMUS resolution sets: the DENO inputs have RMS 0.045/0.036 for σ0 = 0.11/0.16), the
-    noise-subtracted power is ≤ 0 and ``estimate_rms`` refuses; the RMS is then taken with the noise
-    included (``sigma0 = 0``), which overestimates the unknown's scale (a conservative choice: the
-    unknown comes out smaller in prior units, the noise too).
-    """
-    import torch
-
-    from .data import TARGET_RMS, estimate_rms
-
-    y_t = torch.as_tensor(np.asarray(y), dtype=torch.float32)
-    try:
-        return estimate_rms(operator, y_t, float(sigma0)) / TARGET_RMS, "estimated"
-    except ValueError:
-        log.warning("σ0 = %g exceeds the observation's signal per component: prior scale from the noise-inclusive RMS",
-                    sigma0)
-        return estimate_rms(operator, y_t, 0.0) / TARGET_RMS, "noise-inclusive"
-
-
 # --- scoring -----------------------------------------------------------------------------------------
 def method_envelope(method: str, image: np.ndarray) -> np.ndarray:
     """The amplitude image that metrics and B-modes use for ``method`` (:data:`METHODS`).
@@ -653,7 +628,7 @@ def evaluate_picmus(
     and DRUSmean, signed RF-like images → Hilbert envelope along depth; DRUSvar → the variance map
     itself (with β = 0.5 an estimate of the echogenicity, amplitude-like).
 
-    Prior units: each observation is scaled by :func:`prior_scale` (the unknown at RMS 0.25, with a
+    Prior units: each observation is scaled by :func:`drus.data.prior_scale` (the unknown at RMS 0.25, with a
     noise-inclusive fallback where σ0 exceeds the signal — the resolution sets; recorded per dataset
     as ``scale_source_*``).
 
@@ -700,7 +675,6 @@ def evaluate_picmus(
     import torch
 
     from .geometry import picmus
-    from .operators import Identity
     from .reconstruct import deno, reconstruct
 
     names = [sets] if isinstance(sets, str) else list(sets)
@@ -748,12 +722,10 @@ def evaluate_picmus(
         add("DAS 75 PW", np.abs(inp.das.frame_for(75)).astype(np.float32), das_grid)
         add("DAS 1 PW", np.abs(inp.das.frame_for(1)).astype(np.float32), das_grid)
         t = time.perf_counter()
-        scale_deno, source_deno = prior_scale(Identity(grid.shape), inp.deno, ds.sigma0_deno)
-        den = deno(inp.deno, sigma0=ds.sigma0_deno, scale=scale_deno, **common)
+        den = deno(inp.deno, sigma0=ds.sigma0_deno, **common)
         add("DENOmean", den.mean, grid, time.perf_counter() - t)
         t = time.perf_counter()
-        scale_drus, source_drus = prior_scale(decomposed, inp.by, ds.sigma0_drus)
-        rec = reconstruct(decomposed, inp.by, sigma0=ds.sigma0_drus, scale=scale_drus, **common)
+        rec = reconstruct(decomposed, inp.by, sigma0=ds.sigma0_drus, **common)
         sec = time.perf_counter() - t
         add("DRUSmean", rec.mean, unknown_grid, sec)
         add("DRUSvar", rec.var, unknown_grid, sec)
@@ -762,8 +734,8 @@ def evaluate_picmus(
             cysts=cysts,
             attrs={"sigma0_drus": ds.sigma0_drus, "sigma0_deno": ds.sigma0_deno, "n_samples": int(n_samples),
                    "n_steps": int(n_steps), "seed": int(seed), "threshold": float(threshold),
-                   "scale_drus": rec.scale, "scale_deno": den.scale, "scale_source_drus": source_drus,
-                   "scale_source_deno": source_deno},
+                   "scale_drus": rec.scale, "scale_deno": den.scale, "scale_source_drus": rec.scale_source,
+                   "scale_source_deno": den.scale_source},
         )
         if out_dir is not None:
             Path(out_dir).mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import TARGET_RMS, estimate_rms
+from .data import prior_scale
 from .ddrm import ddrm_sample
 from .estimators import drus_mean, drus_var
 
@@ -85,6 +85,8 @@ class Reconstruction:
     mean : DRUSmean. var : DRUSvar ``p̂`` (eq. (6), exponent ``1/(2β)``).
     scale : the factor between prior units and the unknown's units.
     timings : seconds (total, network, other) from the sampler.
+    scale_source : how ``scale`` was set: ``"given"``, or the rule of :func:`drus.data.prior_scale`
+        (``"estimated"`` / ``"noise-inclusive"``).
     """
 
     samples: np.ndarray
@@ -92,6 +94,7 @@ class Reconstruction:
     var: np.ndarray
     scale: float
     timings: dict
+    scale_source: str = "given"
 
 
 def reconstruct(
@@ -124,7 +127,7 @@ def reconstruct(
         Prior ε-network (1-channel input).
     scale : float, optional
         Units of the unknown per prior unit; default: estimated so that the unknown has RMS 0.25
-        in prior units (:func:`drus.data.estimate_rms`).
+        in prior units (:func:`drus.data.prior_scale`).
     seed : int or None
         Seeds the sampler's generator (reproducible samples).
     """
@@ -138,9 +141,10 @@ def reconstruct(
         raise ValueError(f"sigma0 must be a finite number ≥ 0, got {sigma0!r}")
     operator.to(device=device)
     y_t = y_t.to(device)
+    source = "given"
     if scale is None:
-        scale = estimate_rms(operator, y_t, float(sigma0)) / TARGET_RMS
-    log.info("prior-unit scale %.4g (observation divided by it)", scale)
+        scale, source = prior_scale(operator, y_t, float(sigma0))
+    log.info("prior-unit scale %.4g (%s; observation divided by it)", scale, source)
     gen = torch.Generator(device=device if device.type == "cuda" else "cpu")
     if seed is not None:
         gen.manual_seed(int(seed))
@@ -151,7 +155,8 @@ def reconstruct(
     samples = (res.samples.float() * scale).cpu().numpy()
     timings = {k: getattr(res, k) for k in ("seconds_total", "seconds_model", "seconds_other") if hasattr(res, k)}
     var = drus_var(samples, beta=beta) if n_samples >= 2 else np.full(samples.shape[1:], np.nan, np.float32)
-    return Reconstruction(samples=samples, mean=drus_mean(samples), var=var, scale=float(scale), timings=timings)
+    return Reconstruction(samples=samples, mean=drus_mean(samples), var=var, scale=float(scale), timings=timings,
+                          scale_source=source)
 
 
 def deno(image, *, sigma0: float, model: torch.nn.Module, **kwargs) -> Reconstruction:
