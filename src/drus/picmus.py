@@ -317,6 +317,7 @@ def picmus_operator(
     *,
     geometry=None,
     threshold: float = 1e-3,
+    compute_dtype: str = "float64",
     cache_dir=None,
     device="cpu",
     progress: bool = True,
@@ -327,7 +328,8 @@ def picmus_operator(
     the grid of the ``By`` files). The unknowns live on the same field of view at ``unknown_size ×
     unknown_size`` pixels (:func:`drus.geometry.paper_grid`); when that is the measurement grid
     itself the operator is square. The decomposition is :func:`drus.decompose.decompose_bh`
-    (cached on disk; computed once, minutes on a CPU for 128² unknowns).
+    (cached on disk; computed once, minutes on a CPU for 128² unknowns). ``compute_dtype="float32"``
+    is the practical choice for 256² unknowns on a CPU (docs/decomposition.md).
     """
     from .decompose import decompose_bh
     from .geometry import paper_grid, picmus
@@ -341,7 +343,8 @@ def picmus_operator(
     else:
         unknown = paper_grid(n) if geometry is None else grid.resized(n, n)
     bf = MatchedFilterBeamformer(probe, wave, grid, unknown_grid=unknown)
-    op = decompose_bh(bf, threshold=threshold, cache_dir=cache_dir, device=device, progress=progress)
+    op = decompose_bh(bf, threshold=threshold, compute_dtype=compute_dtype, cache_dir=cache_dir, device=device,
+                      progress=progress)
     return bf, op
 
 
@@ -602,6 +605,7 @@ def evaluate_picmus(
     n_samples: int = 10,
     n_steps: int = 50,
     threshold: float = 1e-3,
+    compute_dtype: str = "float64",
     seed: int = 0,
     device="cpu",
     data_root=None,
@@ -650,6 +654,8 @@ def evaluate_picmus(
         DDRM samples ``C`` (≥ 2 for DRUSvar) and steps (paper: 10, 50).
     threshold : float
         Decomposition threshold relative to ``s_1`` (:func:`drus.decompose.decompose_bh`).
+    compute_dtype : {"float64", "float32"}
+        dtype of the decomposition (:func:`picmus_operator`).
     seed : int
         Seed of every sampler run (each dataset and method starts from the same seed).
     device : str or torch.device
@@ -688,15 +694,17 @@ def evaluate_picmus(
     grid = geometry[2]
     t0 = time.perf_counter()
     if decomposed is None:
-        _, decomposed = picmus_operator(unknown_size, geometry=geometry, threshold=threshold, cache_dir=cache_dir,
-                                        device=device, progress=progress)
+        _, decomposed = picmus_operator(unknown_size, geometry=geometry, threshold=threshold,
+                                        compute_dtype=compute_dtype, cache_dir=cache_dir, device=device,
+                                        progress=progress)
     if tuple(decomposed.out_shape) != grid.shape:
         raise ValueError(f"decomposed maps to {tuple(decomposed.out_shape)} images, the measurement grid is {grid.shape}")
     unknown_grid = decomposed.beamformer.unknown_grid
     seconds_decomposition = time.perf_counter() - t0
     settings = {
         "sets": [d.name for d in chosen], "n_samples": int(n_samples), "n_steps": int(n_steps),
-        "threshold": float(threshold), "seed": int(seed), "device": str(device),
+        "threshold": float(threshold), "compute_dtype": decomposed.metadata.get("compute_dtype", compute_dtype),
+        "seed": int(seed), "device": str(device),
         "measurement_grid": list(grid.shape), "unknown_grid": list(unknown_grid.shape),
         "decomposition": {"seconds": seconds_decomposition, "n_kept": int(decomposed.n_kept), "s1": float(decomposed.s1),
                           "key": decomposed.metadata.get("key")},
