@@ -306,7 +306,8 @@ def flip_gram(
     dtype=np.float64,
     chunk_bytes: int = _DEFAULT_CHUNK_BYTES,
     progress: bool = True,
-) -> np.ndarray:
+    device: str | torch.device = "cpu",
+):
     """The Gram matrix ``A_bᵀ A_b`` of the flip block ``A_b = Q_bᵀ B H Q_b`` without storing ``A_b``.
 
     For a rectangular beamformer (``By`` on a fine grid, unknowns on a coarse one) ``A_b`` is tall,
@@ -329,12 +330,16 @@ def flip_gram(
         Memory bound of one chunk in bytes.
     progress : bool
         Show a tqdm progress bar over the chunks.
+    device : str or torch.device
+        Where the Gram matrix is accumulated (the sparse chunks are always computed on the CPU and
+        sent there): on CUDA the matrix never visits host memory.
 
     Returns
     -------
-    numpy.ndarray
-        ``[n_c, n_c]`` symmetric, Fortran order; only its **upper triangle** is guaranteed (what
-        ``eigh(..., lower=False)`` reads). Use ``np.triu(g) + np.triu(g, 1).T`` for the full matrix.
+    numpy.ndarray or torch.Tensor
+        ``[n_c, n_c]`` symmetric; only its **upper triangle** is guaranteed (what
+        ``eigh(..., lower=False)`` reads; use ``np.triu(g) + np.triu(g, 1).T`` for the full matrix).
+        On the CPU a Fortran-ordered numpy array, on another device a tensor there.
     """
     from tqdm.auto import tqdm
 
@@ -344,14 +349,15 @@ def flip_gram(
     b_r, h_c = _folded_factors(beamformer, parity, parity)
     h_c = h_c.tocsr()
     n_r, n_c = b_r.shape[0], h_c.shape[1]
-    gram = np.zeros((n_c, n_c), dtype=dtype, order="F")
-    g = torch.from_numpy(gram).mT  # the same memory, C order: g[i, j] = gram[j, i]
+    device = torch.device(device)
+    g = torch.zeros(n_c, n_c, dtype=torch.float64 if dtype == np.float64 else torch.float32, device=device)
     step = max(1, int(chunk_bytes) // (n_c * 20))
     for start in tqdm(range(0, n_r, step), desc=f"BH Gram {parity}", disable=not progress, leave=False):
         # the sparse product in float64, rounded once to the accumulation dtype: [rows, n_c]
         chunk = torch.from_numpy((b_r[start : start + step] @ h_c).toarray().astype(dtype, copy=False))
-        _add_lower_gram(g, chunk)  # the lower triangle of g is the upper triangle of gram
-    return gram
+        _add_lower_gram(g, chunk.to(device))  # the lower triangle of g is the upper triangle of gram
+    # gᵀ: its upper triangle is filled; on the CPU as a Fortran-ordered numpy view (no copy)
+    return g.mT.numpy() if device.type == "cpu" else g.mT
 
 
 def _add_lower_gram(g: torch.Tensor, c: torch.Tensor, panels: int = 8) -> None:
@@ -972,8 +978,9 @@ def decompose_bh(
         t0 = time.perf_counter()
         use_gram = method == "gram"  # accumulate AᵀA from row chunks; A itself is never stored
         assemble = flip_gram if use_gram else flip_block
+        where = {"device": device} if use_gram else {}  # a Gram matrix is accumulated where it is decomposed
         holder = [assemble(beamformer, parity, dtype=COMPUTE_DTYPES[compute_dtype], chunk_bytes=chunk_bytes,
-                           progress=progress)]
+                           progress=progress, **where)]
         t_assemble = time.perf_counter() - t0
         s, V = _decompose(holder, method=method, device=device, is_gram=use_gram)
         # components kept relative to this block's s_1 (a superset of the final, global selection)
