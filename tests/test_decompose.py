@@ -511,6 +511,7 @@ def test_eigensolver_falls_back_to_mrrr_when_divide_and_conquer_does_not_fit(mon
     a = rng.standard_normal((30, 20))
     gram = a.T @ a
     results = {}
+    assert dec._ilp64_syevd(np.float64) is not None  # numpy ≥ 2 wheels bundle a 64-bit-integer OpenBLAS
     for memory, driver in [(2**40, "syevd"), (1000, "syevr")]:
         monkeypatch.setattr(dec, "_available_memory", lambda memory=memory: memory)
         with caplog.at_level("INFO", logger="drus.decompose"):

@@ -442,6 +442,43 @@ def _available_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+def _ilp64_syevd(dtype):
+    """LAPACK ``?syevd`` with 64-bit integers, from the OpenBLAS that numpy ≥ 2 wheels bundle, or None.
+
+    The LP64 LAPACK of scipy (and MKL in torch) sizes ``syevd``'s workspace, ``1 + 6n + 2n²``
+    elements, in a 32-bit integer: it overflows for n ≥ 32 767 — exactly the 256² flip blocks
+    (n = 32 768), where scipy's ``syevd`` crashes with a segmentation fault. numpy's bundled
+    OpenBLAS is built with 64-bit integers; its LAPACKE entry point runs in place on a
+    Fortran-ordered array and allocates the workspace itself. Returns ``f(a, upper) -> w`` (``a``
+    overwritten by the eigenvectors), or None where that library is not found (other numpy builds).
+    """
+    import ctypes
+    import glob
+
+    name = {np.dtype(np.float32): "scipy_LAPACKE_ssyevd64_", np.dtype(np.float64): "scipy_LAPACKE_dsyevd64_"}.get(
+        np.dtype(dtype))
+    libs = sorted(glob.glob(str(Path(np.__file__).parent.parent / "numpy.libs" / "libscipy_openblas64_*")))
+    if name is None or not libs:
+        return None
+    try:
+        fn = getattr(ctypes.CDLL(libs[0]), name)
+    except (OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_int64
+    fn.argtypes = [ctypes.c_int, ctypes.c_char, ctypes.c_char, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+                   ctypes.c_void_p]
+
+    def syevd(a: np.ndarray, upper: bool) -> np.ndarray:
+        assert a.flags.f_contiguous and a.dtype == np.dtype(dtype) and a.shape[0] == a.shape[1]
+        w = np.empty(a.shape[0], dtype=a.dtype)
+        info = fn(102, b"V", b"U" if upper else b"L", a.shape[0], a.ctypes.data, a.shape[0], w.ctypes.data)  # 102: column-major
+        if info != 0:
+            raise np.linalg.LinAlgError(f"LAPACK {name[13:20]} failed with info = {info} (n = {a.shape[0]})")
+        return w
+
+    return syevd
+
+
 def _eigh_gram(gram, *, device: torch.device, upper: bool = False) -> tuple[np.ndarray, torch.Tensor]:
     """``s`` (descending) and ``V`` from the Gram matrix ``AᵀA`` (numpy, or a tensor on ``device``;
     overwritten). ``upper``: only its upper triangle is valid, as :func:`flip_gram` returns it."""
@@ -449,12 +486,17 @@ def _eigh_gram(gram, *, device: torch.device, upper: bool = False) -> tuple[np.n
         import scipy.linalg as sla
 
         # divide and conquer (syevd) is the fastest LAPACK driver for all eigenvectors (n = 8 192, float32:
-        # 32 s vs 36 s for MRRR computing only the top 30 %) but needs 2n² elements of workspace; MRRR
-        # (syevr) needs O(n). Use syevd when its workspace fits in the available memory.
+        # 32 s vs 36 s for MRRR computing only the top 30 %) but needs 2n² elements of workspace, sized
+        # with 64-bit integers (_ilp64_syevd); MRRR (syevr) needs O(n). syevd when its workspace fits in
+        # the available memory, else syevr.
         n = gram.shape[0]
-        driver = "evd" if 2 * n * n * gram.dtype.itemsize < 0.8 * _available_memory() else "evr"
-        log.info("eigendecomposition of a %d² %s Gram matrix (LAPACK sy%s)", n, gram.dtype, driver)
-        w, v = sla.eigh(gram, lower=not upper, overwrite_a=True, check_finite=False, driver=driver)
+        syevd = _ilp64_syevd(gram.dtype) if 2 * n * n * gram.dtype.itemsize < 0.8 * _available_memory() else None
+        log.info("eigendecomposition of a %d² %s Gram matrix (LAPACK %s)", n, gram.dtype, "syevd" if syevd else "syevr")
+        if syevd is not None:
+            v = gram if gram.flags.f_contiguous else np.asfortranarray(gram)
+            w = syevd(v, upper)
+        else:
+            w, v = sla.eigh(gram, lower=not upper, overwrite_a=True, check_finite=False, driver="evr")
         s = np.sqrt(np.clip(w[::-1].astype(np.float64), 0.0, None))
         _reverse_columns(v)  # descending order, in place (no second n² copy)
         return s, torch.from_numpy(v)
