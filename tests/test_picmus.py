@@ -361,3 +361,13 @@ def test_real_das_references_reproduce_the_paper_das_columns(reference_data):
             for (set_name, metric), paper in PAPER_TABLE_I.items():
                 if set_name == name:
                     assert abs(np.mean(scores[metric]) - paper[meth]) < tol[metric], (name, meth, metric)
+
+
+def test_picmus_operator_passes_the_compute_dtype(tmp_path):
+    geometry = picmus(MEAS)
+    _, op64 = picmus_operator(UNKNOWN, geometry=geometry, cache_dir=tmp_path, progress=False)
+    _, op32 = picmus_operator(UNKNOWN, geometry=geometry, compute_dtype="float32", cache_dir=tmp_path, progress=False)
+    assert op64.metadata["compute_dtype"] == "float64" and op32.metadata["compute_dtype"] == "float32"
+    assert op32.metadata["key"] != op64.metadata["key"]  # two cache entries, not one overwritten
+    s64, s32 = (np.concatenate([b.singular_values for b in o.blocks.values()]) for o in (op64, op32))
+    np.testing.assert_allclose(s32[: s32.size // 4], s64[: s64.size // 4], rtol=1e-4)
