@@ -743,7 +743,10 @@ def evaluate_picmus(
             attrs={"sigma0_drus": ds.sigma0_drus, "sigma0_deno": ds.sigma0_deno, "n_samples": int(n_samples),
                    "n_steps": int(n_steps), "seed": int(seed), "threshold": float(threshold),
                    "scale_drus": rec.scale, "scale_deno": den.scale, "scale_source_drus": rec.scale_source,
-                   "scale_source_deno": den.scale_source},
+                   "scale_source_deno": den.scale_source,
+                   # the sampler's own split: total, network and everything else (operator, noise), seconds
+                   **{f"drus_{k}": float(v) for k, v in rec.timings.items()},
+                   **{f"deno_{k}": float(v) for k, v in den.timings.items()}},
         )
         if out_dir is not None:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
