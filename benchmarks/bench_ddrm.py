@@ -4,8 +4,8 @@
     python benchmarks/bench_ddrm.py --quick    # 128², C = 4, 5 steps
     python benchmarks/bench_ddrm.py --bh --compute-dtype float32   # + the exact decomposition of BH
 
-``--bh`` adds the plane-wave operator ``BH`` on the PICMUS grid, exactly decomposed
-(:func:`drus.picmus.picmus_operator`, square); it is loaded from the cache and computed first when
+``--bh`` adds the plane-wave operator ``BH`` (By on the 256² PICMUS grid, unknowns on the benchmark grid), exactly decomposed
+(:func:`drus.picmus.picmus_operator`; square at 256²); it is loaded from the cache and computed first when
 missing (minutes at 128², ≈ 1.5 h on 2 CPU cores at 256²: run ``drus decompose`` beforehand).
 
 Uses the shipped default prior's architecture with random weights (timing does not depend on them).
@@ -52,7 +52,7 @@ def main() -> None:
         from drus.picmus import picmus_operator
 
         _, bh = picmus_operator(n, compute_dtype=args.compute_dtype, device=dev)
-        operators.append((f"BH exact ({bh.layouts['even']}, {bh.n_kept} kept, V {bh.blocks['even'].vectors.dtype})", bh))
+        operators.append((f"BH exact, By 256² ← unknowns {n}² ({bh.layouts['even']}, {bh.n_kept} kept)", bh))
     for name, op in operators:
         op.to(dev)
         y = op.apply(torch.randn(1, *op.in_shape, device=dev) * 0.25)[0].to(dev)  # in the operator's range
