@@ -11,6 +11,7 @@ from drus.geometry import paper_grid
 from drus.operators import (
     Identity,
     SeparableBlur,
+    canonical_svd,
     convolution_matrix,
     gaussian_kernel,
     modulated_gaussian_kernel,
@@ -90,6 +91,24 @@ def test_paper_kernels_are_unit_energy_and_physical():
     # the axial kernel is cosine-modulated: negative side lobes, symmetric, peak at the centre
     assert A.kernel_z.size == 7 and A.kernel_z.min() < -0.2
     assert np.allclose(A.kernel_z, A.kernel_z[::-1]) and np.argmax(A.kernel_z) == 3
+
+
+def test_canonical_svd_signs_do_not_depend_on_lapack(monkeypatch):
+    """Whatever signs LAPACK returns (they change with the BLAS kernels of the CPU), the factors
+    are the same: here LAPACK's own pairs, then the same pairs with every other one flipped."""
+    a = convolution_matrix(modulated_gaussian_kernel(1.2, 4.0), 9)  # symmetric-ish: mirrored vectors
+    u, s, vt = canonical_svd(a)
+    np.testing.assert_allclose((u * s) @ vt, a, atol=1e-12)
+    flip = np.where(np.arange(9) % 2 == 0, -1.0, 1.0)
+    real_svd = np.linalg.svd
+    monkeypatch.setattr(np.linalg, "svd", lambda m: (lambda f: (f[0] * flip, f[1], f[2] * flip[:, None]))(real_svd(m)))
+    u2, s2, vt2 = canonical_svd(a)
+    np.testing.assert_array_equal(vt2, vt)
+    np.testing.assert_array_equal(u2, u)
+    # the rule: the first entry of each v_i with at least half the largest magnitude is positive
+    mag = np.abs(vt)
+    first = np.argmax(mag >= 0.5 * mag.max(axis=1, keepdims=True), axis=1)
+    assert (vt[np.arange(9), first] > 0).all()
 
 
 def test_convolution_matrix_rejects_even_kernel():

@@ -26,7 +26,28 @@ __all__ = [
     "gaussian_kernel",
     "modulated_gaussian_kernel",
     "convolution_matrix",
+    "canonical_svd",
 ]
+
+
+def canonical_svd(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``numpy.linalg.svd(a)`` with a sign convention that does not depend on the machine.
+
+    LAPACK returns each singular pair ``(u_i, v_i)`` up to a common sign, and which sign depends on
+    the BLAS kernels picked for the CPU (seen here: OpenBLAS's Haswell and Prescott kernels flip
+    two of eight pairs of the same matrix). The sampler draws its noise in the spectral domain, so
+    the sign decides which image a seed produces. Each pair is flipped so that the first entry of
+    ``v_i`` whose magnitude is at least half the largest is positive (a rule that rounding cannot
+    tip, unlike "the largest entry", which ties for symmetric vectors).
+    """
+    u, s, vt = np.linalg.svd(a)
+    mag = np.abs(vt)
+    first_big = np.argmax(mag >= 0.5 * mag.max(axis=1, keepdims=True), axis=1)
+    sign = np.where(vt[np.arange(vt.shape[0]), first_big] < 0, -1.0, 1.0)
+    k = s.shape[0]
+    u[:, :k] *= sign[:k]
+    vt *= sign[:, None]
+    return u, s, vt
 
 
 def _check_trailing(name: str, t: torch.Tensor, shape: tuple[int, ...], what: str) -> None:
@@ -201,8 +222,8 @@ class SeparableBlur(SVDOperator):
         self.kernel_x = np.asarray(kernel_x, dtype=np.float64)
         kz = convolution_matrix(self.kernel_z, n_z)
         kx = convolution_matrix(self.kernel_x, n_x)
-        uz, sz, vzt = np.linalg.svd(kz)
-        ux, sx, vxt = np.linalg.svd(kx)
+        uz, sz, vzt = canonical_svd(kz)
+        ux, sx, vxt = canonical_svd(kx)
         t = lambda a: torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
         self.Kz, self.Kx = t(kz), t(kx)
         self.Uz, self.Vz, self.Ux, self.Vx = t(uz), t(vzt.T), t(ux), t(vxt.T)
