@@ -3,8 +3,10 @@
     python benchmarks/bench_ddrm.py            # 256², C = 10, 10 steps, identity and blur
     python benchmarks/bench_ddrm.py --quick    # 128², C = 4, 5 steps
     python benchmarks/bench_ddrm.py --bh --compute-dtype float32   # + the exact decomposition of BH
+    python benchmarks/bench_ddrm.py --bh --square --size 128       # BH square on 128² (By on 128² too)
 
-``--bh`` adds the plane-wave operator ``BH`` (By on the 256² PICMUS grid, unknowns on the benchmark grid), exactly decomposed
+``--bh`` adds the plane-wave operator ``BH`` (By on the 256² PICMUS grid, unknowns on the benchmark grid;
+with ``--square`` By on the benchmark grid too), exactly decomposed
 (:func:`drus.picmus.picmus_operator`; square at 256²); it is loaded from the cache and computed first when
 missing (minutes at 128², ≈ 1.5 h on 2 CPU cores at 256²: run ``drus decompose`` beforehand).
 
@@ -33,6 +35,7 @@ def main() -> None:
     ap.add_argument("--bh", action="store_true", help="also time DDRM with the decomposed BH")
     ap.add_argument("--compute-dtype", default="float64", choices=("float64", "float32"),
                     help="compute dtype of the BH decomposition to load (its cache key)")
+    ap.add_argument("--square", action="store_true", help="--bh: By on the benchmark grid (square BH) instead of 256²")
     ap.add_argument("--size", type=int, help="grid side (default 256, --quick 128)")
     ap.add_argument("--samples", type=int, help="C (default 10, --quick 4)")
     args = ap.parse_args()
@@ -49,10 +52,12 @@ def main() -> None:
     print("|---|---|---|---|---|")
     operators = [("identity (DENO)", Identity(grid.shape)), ("separable blur", SeparableBlur.paper(grid))]
     if args.bh:
+        from drus.geometry import picmus
         from drus.picmus import picmus_operator
 
-        _, bh = picmus_operator(n, compute_dtype=args.compute_dtype, device=dev)
-        operators.append((f"BH exact, By 256² ← unknowns {n}² ({bh.layouts['even']}, {bh.n_kept} kept)", bh))
+        m = n if args.square else 256
+        _, bh = picmus_operator(n, geometry=picmus(m), compute_dtype=args.compute_dtype, device=dev)
+        operators.append((f"BH exact, By {m}² ← unknowns {n}² ({bh.layouts['even']}, {bh.n_kept} kept)", bh))
     for name, op in operators:
         op.to(dev)
         y = op.apply(torch.randn(1, *op.in_shape, device=dev) * 0.25)[0].to(dev)  # in the operator's range
