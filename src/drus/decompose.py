@@ -237,6 +237,32 @@ def _check_flip_symmetry(beamformer: MatchedFilterBeamformer) -> None:
         )
 
 
+def _in_order(make, starts, workers: int):
+    """``make(start)`` for every start, yielded in order, ``workers`` of them computed at a time in
+    threads (SciPy's sparse products release the GIL): the sparse chunks of the next rows are built
+    while the caller's GEMM consumes the current one. At most ``workers + 1`` chunks exist at once."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    starts = list(starts)
+    if workers <= 1:
+        yield from (make(s) for s in starts)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="drus-chunk") as pool:
+        pending = deque(pool.submit(make, s) for s in starts[:workers])
+        for s in starts[workers:]:
+            done = pending.popleft().result()
+            pending.append(pool.submit(make, s))
+            yield done
+        while pending:
+            yield pending.popleft().result()
+
+
+def _chunk_workers() -> int:
+    """Threads for the sparse chunk products: torch's thread count (``--threads``)."""
+    return max(1, torch.get_num_threads())
+
+
 def _folded_factors(beamformer: MatchedFilterBeamformer, rows: str, cols: str) -> tuple[sp.csr_matrix, sp.spmatrix]:
     """``(Q_rᵀ B, H Q_c)`` in float64: rows folded with the measurement grid's flip bases, columns
     with the unknown grid's."""
@@ -293,9 +319,10 @@ def flip_block(
     # dense float64 chunk + its sparse form (≈ 12 bytes per stored entry)
     step = max(1, int(chunk_bytes) // (n_r * 20))
     starts = range(0, n_c, step)
-    for start in tqdm(starts, desc=f"BH block {rows}×{cols}", disable=not progress, leave=False):
-        stop = min(start + step, n_c)
-        out[:, start:stop] = (b_r @ h_c[:, start:stop]).toarray()
+    chunks = _in_order(lambda start: (b_r @ h_c[:, start : start + step]).toarray(), starts, _chunk_workers())
+    for start, chunk in zip(starts, tqdm(chunks, total=len(starts), desc=f"BH block {rows}×{cols}",
+                                         disable=not progress, leave=False)):
+        out[:, start : start + step] = chunk
     return out
 
 
@@ -314,7 +341,8 @@ def flip_gram(
     ``[n_b(meas), n_b(unknown)]``; the Gram route only needs ``A_bᵀ A_b`` (``[n_b(unknown)]²``).
     It is accumulated over row chunks of ``A_b`` (sparse ``(Q_bᵀB)[rows] (H Q_b)``, then a
     rank-k update of one triangle, :func:`_add_lower_gram`), each chunk below ``chunk_bytes``: peak memory is the
-    Gram matrix plus one chunk, instead of the tall block plus the Gram matrix.
+    Gram matrix plus ``threads + 1`` chunks, instead of the tall block plus the Gram matrix. The
+    sparse chunks are computed ``torch.get_num_threads()`` at a time in threads, overlapping the GEMM.
 
     Parameters
     ----------
@@ -352,9 +380,13 @@ def flip_gram(
     device = torch.device(device)
     g = torch.zeros(n_c, n_c, dtype=torch.float64 if dtype == np.float64 else torch.float32, device=device)
     step = max(1, int(chunk_bytes) // (n_c * 20))
-    for start in tqdm(range(0, n_r, step), desc=f"BH Gram {parity}", disable=not progress, leave=False):
-        # the sparse product in float64, rounded once to the accumulation dtype: [rows, n_c]
-        chunk = torch.from_numpy((b_r[start : start + step] @ h_c).toarray().astype(dtype, copy=False))
+    starts = range(0, n_r, step)
+
+    def sparse_chunk(start):  # the sparse product in float64, rounded once to the accumulation dtype: [rows, n_c]
+        return torch.from_numpy((b_r[start : start + step] @ h_c).toarray().astype(dtype, copy=False))
+
+    chunks = _in_order(sparse_chunk, starts, _chunk_workers())
+    for chunk in tqdm(chunks, total=len(starts), desc=f"BH Gram {parity}", disable=not progress, leave=False):
         _add_lower_gram(g, chunk.to(device))  # the lower triangle of g is the upper triangle of gram
     # gᵀ: its upper triangle is filled; on the CPU as a Fortran-ordered numpy view (no copy)
     return g.mT.numpy() if device.type == "cpu" else g.mT
