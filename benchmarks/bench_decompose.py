@@ -3,6 +3,7 @@
     python benchmarks/bench_decompose.py --quick    # eigensolvers at n = 2 048; images at 64²   (≈ 2 min)
     python benchmarks/bench_decompose.py            # eigensolvers at n = 8 192; images at 128²  (≈ 20 min)
     python benchmarks/bench_decompose.py --part images --size 128
+    python benchmarks/bench_decompose.py --part products            # Vᵀ/V GEMMs of one flip block (≈ 1 min)
 
 Part 1, eigensolvers: one symmetric positive definite ``n × n`` matrix (a Gram matrix), every LAPACK
 route scipy and torch offer: divide and conquer (``syevd``), MRRR (``syevr``) for all eigenvectors
@@ -18,6 +19,11 @@ and DRUSvar against the float64 reference, and the gCNR of DRUSvar (mean over th
 yardstick for the changes is the reference run with another seed: within a cluster of (nearly) equal
 singular values any orthonormal basis is exact, so two routes may return different, equally valid
 bases, and the same seed then draws different (equally distributed) samples.
+
+Part 3, products: what one DDRM step multiplies, ``h @ W`` (Vᵀ) and ``c @ Wᵀ`` (V) for C = 10 rows
+against one flip block's float32 vectors, at the shapes of the 128² basis (8 192²) and of the 256²
+projector (32 768 × 13 100), random ``W``: torch's CPU GEMM, numpy's (OpenBLAS), and the route
+``SpectralBlock`` takes (:func:`drus.decompose._cpu_mm`). Milliseconds, best of 5.
 """
 
 from __future__ import annotations
@@ -118,10 +124,38 @@ def images(size: int, n_samples: int = 10, n_steps: int = 50) -> None:
         print(f"| {label} | {sec:.1f} | {mib:.0f} | {err:.2e} | {dm:.2e} | {dv:.2e} | {g:.3f} |")
 
 
+def products(quick: bool) -> None:
+    from drus.decompose import _cpu_mm
+
+    shapes = [(8192, 8192)] if quick else [(8192, 8192), (32768, 13100)]
+
+    def best(f, r=5):
+        f()
+        times = []
+        for _ in range(r):
+            t = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t)
+        return 1e3 * min(times)
+
+    print("| W shape | product | torch ms | numpy ms | drus ms | W read once (W.sum) ms |")
+    print("|---|---|---|---|---|---|")
+    for n, m in shapes:
+        w = torch.randn(n, m)
+        h, c = torch.randn(10, n), torch.randn(10, m)
+        wn, hn, cn = w.numpy(), h.numpy(), c.numpy()
+        read = best(lambda: w.sum())
+        print(f"| {n} × {m} | h @ W (Vᵀ) | {best(lambda: h @ w):.0f} | {best(lambda: hn @ wn):.0f} | "
+              f"{best(lambda: _cpu_mm(h, w, False)):.0f} | {read:.0f} |")
+        print(f"| {n} × {m} | c @ Wᵀ (V) | {best(lambda: c @ w.mT):.0f} | {best(lambda: cn @ wn.T):.0f} | "
+              f"{best(lambda: _cpu_mm(c, w, True)):.0f} | {read:.0f} |")
+        del w, wn
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="n = 2 048 eigensolvers, 64² images")
-    ap.add_argument("--part", choices=("all", "eigensolvers", "images"), default="all")
+    ap.add_argument("--part", choices=("all", "eigensolvers", "images", "products"), default="all")
     ap.add_argument("--n", type=int, help="matrix size of part 1 (default 8 192, --quick 2 048)")
     ap.add_argument("--size", type=int, help="grid of part 2 (default 128, --quick 64)")
     args = ap.parse_args()
@@ -132,6 +166,8 @@ def main() -> None:
         eigensolvers(n)
     if args.part in ("all", "images"):
         images(size)
+    if args.part in ("all", "products"):
+        products(args.quick)
 
 
 if __name__ == "__main__":

@@ -540,3 +540,16 @@ def test_sparse_chunks_in_threads_give_the_same_blocks(monkeypatch):
     threaded = [flip_block(bf, "even", progress=False, chunk_bytes=4096), dec.flip_gram(bf, "odd", progress=False, chunk_bytes=2048)]
     for a, b in zip(serial, threaded):
         np.testing.assert_array_equal(np.triu(a), np.triu(b))
+
+
+@pytest.mark.parametrize("storage", [torch.float32, torch.float16])
+def test_cpu_products_match_torch(monkeypatch, storage):
+    """``_cpu_mm`` (numpy/OpenBLAS, by panels of rows of ``W``) = ``a @ W`` and ``a @ Wᵀ``, several panels."""
+    monkeypatch.setattr(dec, "_CPU_PANEL_BYTES", 7 * 4 * 5)  # 7 rows of 5 columns per panel
+    w = torch.randn(23, 5).to(storage)
+    ref = w.to(torch.float64)
+    h, c = torch.randn(3, 23), torch.randn(3, 5)
+    for a, transpose, expected in ((h, False, h.double() @ ref), (c, True, c.double() @ ref.mT)):
+        got = dec._cpu_mm(a, w, transpose)
+        assert got.dtype == torch.float32 and got.shape == expected.shape
+        torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)

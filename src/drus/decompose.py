@@ -634,20 +634,10 @@ class SpectralBlock:
     def _mm(self, a: torch.Tensor, transpose: bool) -> torch.Tensor:
         """``a @ W`` (``transpose=False``) or ``a @ Wᵀ`` in the compute dtype of ``a``."""
         w = self.vectors
+        if w.device.type == "cpu":
+            return _cpu_mm(a, w, transpose)
         if w.dtype == a.dtype:
             return a @ (w.mT if transpose else w)
-        if w.device.type == "cpu":  # half-precision GEMM is slow on CPUs: upcast column chunks
-            out_cols = w.shape[0] if transpose else w.shape[1]
-            out = torch.empty(a.shape[0], out_cols, dtype=a.dtype, device=a.device)
-            if transpose:  # a [B, m] @ Wᵀ [m, n]: chunks of rows of W
-                step = max(1, 2**24 // w.shape[1])
-                for i in range(0, w.shape[0], step):
-                    out[:, i : i + step] = a @ w[i : i + step].to(a.dtype).mT
-            else:
-                step = max(1, 2**24 // w.shape[0])
-                for i in range(0, w.shape[1], step):
-                    out[:, i : i + step] = a @ w[:, i : i + step].to(a.dtype)
-            return out
         # CUDA half GEMM; scale rows to max |a| = 1 so that no coefficient overflows float16
         scale = a.abs().amax(dim=-1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
         r = (a / scale).to(w.dtype) @ (w.mT if transpose else w)
@@ -665,6 +655,36 @@ class SpectralBlock:
         m = self.n_stored
         a, r = c[:, :m], c[:, m:]
         return r + self._mm(a - self._mm(r, transpose=False), transpose=True)
+
+
+_CPU_PANEL_BYTES = 64 * 2**20
+
+
+def _cpu_mm(a: torch.Tensor, w: torch.Tensor, transpose: bool) -> torch.Tensor:
+    """``a @ W`` or ``a @ Wᵀ`` on the CPU for a few rows ``a`` (``[B, n]`` or ``[B, m]``, B ≈ C).
+
+    Through numpy's OpenBLAS rather than torch: for these skinny products (10 × 8 192 by 8 192²,
+    10 × 32 768 by 32 768 × 13 100) torch 2.13's CPU GEMM (MKL) was 2–3× slower on the AMD EPYC
+    machines where drus is developed (``benchmarks/bench_decompose.py --part products``). ``a @ Wᵀ`` goes
+    by panels of rows of ``W`` (≈ 64 MiB each), which measured 1.3× faster than one call; float16
+    ``W`` is upcast panel by panel (half-precision GEMM is slow on CPUs).
+    """
+    a_np = a.detach().contiguous().numpy()
+    n, m = w.shape
+    same = w.dtype == a.dtype
+    if same and not transpose:
+        return torch.from_numpy(a_np @ w.numpy())
+    rows = max(1, _CPU_PANEL_BYTES // (m * a_np.itemsize))
+    if transpose:  # out[:, i:j] = a @ W[i:j]ᵀ
+        out = np.empty((a_np.shape[0], n), dtype=a_np.dtype)
+        for i in range(0, n, rows):
+            panel = w[i : i + rows] if same else w[i : i + rows].to(a.dtype)
+            np.matmul(a_np, panel.numpy().T, out=out[:, i : i + rows])
+    else:  # float16 W: out = Σ_panels a[:, i:j] @ W[i:j]
+        out = np.zeros((a_np.shape[0], m), dtype=a_np.dtype)
+        for i in range(0, n, rows):
+            out += a_np[:, i : i + rows] @ w[i : i + rows].to(a.dtype).numpy()
+    return torch.from_numpy(out)
 
 
 class DecomposedBH(SVDOperator):
