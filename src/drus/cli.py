@@ -10,12 +10,67 @@ import click
 import numpy as np
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class InputError(click.ClickException):
+    """A drus error about the user's input (a file, an option, a value): ``Error: …`` on one line, exit 2."""
+
+    exit_code = 2
+
+
+#: Exceptions that drus raises for user input (files, options, values). Anything else is a bug and
+#: keeps its traceback.
+USER_ERRORS = (ValueError, TypeError, OSError, FloatingPointError)
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line (whitespace runs, newlines included, become one space)."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, OSError) and exc.filename is not None and str(exc.filename) not in text:
+        text = f"{exc.filename}: {text}"
+    return text or type(exc).__name__
+
+
+class DrusGroup(click.Group):
+    """A click group that turns drus's input errors into one-line ``Error:`` messages (exit code 2).
+
+    ``drus --debug …`` shows the full traceback instead.
+    """
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except USER_ERRORS as exc:
+            if ctx.find_root().params.get("debug"):
+                raise
+            raise InputError(one_line(exc)) from exc
+
+
+@click.group(cls=DrusGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.option("--debug", is_flag=True, help="Show the full traceback of an error instead of a one-line message.")
 @click.version_option(package_name="drus")
-def main(verbose: int) -> None:
+def main(verbose: int, debug: bool) -> None:
     """drus — diffusion reconstruction of ultrasound images (DRUS) and DRUSvar echogenicity maps."""
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)], format="%(levelname)s %(name)s: %(message)s")
+
+
+def _size_multiple(model) -> int:
+    """The image side the prior's UNet needs a multiple of (1 if it does not say)."""
+    for m in model.modules():
+        mult = getattr(getattr(m, "config", None), "size_multiple", None)
+        if mult:
+            return int(mult)
+    return 1
+
+
+def _check_size_multiple(model, size: int, option: str) -> None:
+    """Reject an image side the prior cannot take, before any decomposition or sampling."""
+    m = _size_multiple(model)
+    if size % m:
+        lo, hi = size // m * m, (size // m + 1) * m
+        raise click.BadParameter(f"{size} is not a multiple of {m}, which the prior's UNet needs (its "
+                                 f"2 ** (levels − 1)); use e.g. {lo or hi} or {hi}", param_hint=option)
 
 
 @main.command()
@@ -24,18 +79,27 @@ def main(verbose: int) -> None:
 @click.option("--seed", type=int, default=1000, show_default=True, help="Speckle/noise seed (held out from training).")
 @click.option("--prior", type=click.Path(exists=True, dir_okay=False), default=None, help="Prior checkpoint (.safetensors); default: the shipped prior.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, …")
-@click.option("--samples", "n_samples", type=int, default=None, help="Number of DDRM samples C (default 10; 4 with --quick).")
-@click.option("--steps", "n_steps", type=int, default=None, help="DDRM steps (default 50; 20 with --quick).")
-@click.option("--gamma", type=float, default=0.02, show_default=True, help="Additive noise level γ of the blur experiment.")
-@click.option("--size", type=int, default=256, show_default=True, help="Grid side in pixels over the paper's field of view.")
+@click.option("--samples", "n_samples", type=click.IntRange(min=2), default=None, help="Number of DDRM samples C ≥ 2 (default 10; 4 with --quick).")
+@click.option("--steps", "n_steps", type=click.IntRange(min=1), default=None, help="DDRM steps (default 50; 20 with --quick).")
+@click.option("--gamma", type=click.FloatRange(min=0), default=0.02, show_default=True, help="Additive noise level γ of the blur experiment.")
+@click.option("--size", type=click.IntRange(min=16), default=256, show_default=True, help="Grid side in pixels over the paper's field of view.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True, help="Network precision (bf16/fp16 for GPUs).")
-def demo(out_dir, quick, seed, prior, device, n_samples, n_steps, gamma, size, precision) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run in --out.")
+def demo(out_dir, quick, seed, prior, device, n_samples, n_steps, gamma, size, precision, overwrite) -> None:
     """Reconstruct the numerical occlusion phantom end to end and write pictures and metrics."""
-    from .demo import run_demo
+    from .demo import DEMO_FILES, run_demo
+    from .outputs import check_writable_dir, refuse_overwrite
+    from .reconstruct import load_prior
+    from .train import resolve_device
 
+    # everything that can be wrong is checked before the minutes of sampling
+    resolve_device(device)
+    out = check_writable_dir(out_dir)
+    refuse_overwrite([out / f for f in DEMO_FILES], overwrite=overwrite)
+    _check_size_multiple(load_prior(prior), size, "--size")
     result = run_demo(
         out_dir, quick=quick, seed=seed, prior=prior, device=device, n_samples=n_samples, n_steps=n_steps, gamma=gamma,
-        size=size, precision=precision,
+        size=size, precision=precision, overwrite=overwrite,
     )
     click.echo(result.table())
     click.echo(f"\nwrote {', '.join(str(p) for p in result.files)}")
@@ -43,22 +107,30 @@ def demo(out_dir, quick, seed, prior, device, n_samples, n_steps, gamma, size, p
 
 @main.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
-@click.option("--out", "out_png", type=click.Path(dir_okay=False), default=None, help="PNG to write (default: next to the input).")
+@click.option("--out", "out_png", type=click.Path(dir_okay=False), default=None, help="PNG to write (default: out/beamform/<input name>.das.png; never beside the input).")
 @click.option("--angles", default="0", show_default=True, help="'0' for the 0° wave, 'all' to compound every angle, or indices like '0,3,6'.")
 @click.option("--x-range", nargs=2, type=float, default=(-18.0, 18.0), show_default=True, help="Lateral extent in mm.")
 @click.option("--z-range", nargs=2, type=float, default=(10.0, 46.0), show_default=True, help="Depth extent in mm.")
-@click.option("--pixel", type=float, default=0.1, show_default=True, help="Pixel size in mm.")
-@click.option("--f-number", type=float, default=1.4, show_default=True)
-@click.option("--center-frequency", type=float, default=5.208e6, show_default=True, help="Probe f0 in Hz (for the probe description).")
-@click.option("--dynamic-range", type=float, default=60.0, show_default=True, help="B-mode range in dB.")
-@click.option("--points", "n_points", type=int, default=0, help="Measure the −6 dB FWHM of the N brightest isolated point targets (wires).")
-def beamform(path, out_png, angles, x_range, z_range, pixel, f_number, center_frequency, dynamic_range, n_points) -> None:
+@click.option("--pixel", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True, help="Pixel size in mm (> 0).")
+@click.option("--f-number", type=click.FloatRange(min=0, min_open=True), default=1.4, show_default=True)
+@click.option("--center-frequency", type=click.FloatRange(min=0, min_open=True), default=5.208e6, show_default=True, help="Probe f0 in Hz (for the probe description).")
+@click.option("--dynamic-range", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True, help="B-mode range in dB (> 0).")
+@click.option("--points", "n_points", type=click.IntRange(min=0), default=0, help="Measure the −6 dB FWHM of the N brightest isolated point targets (wires).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output PNG.")
+def beamform(path, out_png, angles, x_range, z_range, pixel, f_number, center_frequency, dynamic_range, n_points, overwrite) -> None:
     """Delay-and-sum B-mode of a channel-data file (PICMUS/USTB HDF5, Gammex .mat, Field II HDF5)."""
     from .beamform import das, envelope, log_compress
     from .geometry import ImageGrid
     from .io import read_channel_data
+    from .outputs import check_writable_dir, refuse_overwrite
     from .plotting import save_bmode_figure
 
+    for name, (lo, hi) in (("--x-range", x_range), ("--z-range", z_range)):
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+            raise click.BadParameter(f"expected MIN MAX in mm with MIN < MAX, got {lo:g} {hi:g}", param_hint=name)
+        if (hi - lo) / pixel > 20000:
+            raise click.BadParameter(f"{(hi - lo) / pixel:.0f} pixels along {name[2]} at --pixel {pixel:g} mm; "
+                                     "use a larger --pixel or a smaller range", param_hint="--pixel")
     cd = read_channel_data(path)
     if angles == "all":
         idx = list(range(cd.n_tx))
@@ -72,6 +144,9 @@ def beamform(path, out_png, angles, x_range, z_range, pixel, f_number, center_fr
         for i in idx:
             if not 0 <= i < cd.n_tx:
                 raise click.BadParameter(f"index {i} out of range: the file has {cd.n_tx} transmits", param_hint="--angles")
+    out_png = Path(out_png) if out_png else Path("out") / "beamform" / f"{Path(path).stem}.das.png"
+    check_writable_dir(out_png.parent, option="--out")
+    refuse_overwrite([out_png], overwrite=overwrite)
     n_x = int(round((x_range[1] - x_range[0]) / pixel)) + 1
     n_z = int(round((z_range[1] - z_range[0]) / pixel)) + 1
     grid = ImageGrid.from_extent(x_min=x_range[0] * 1e-3, x_max=x_range[1] * 1e-3, z_min=z_range[0] * 1e-3, z_max=z_range[1] * 1e-3, n_x=n_x, n_z=n_z)
@@ -82,7 +157,6 @@ def beamform(path, out_png, angles, x_range, z_range, pixel, f_number, center_fr
     )
     env = envelope(img)
     db = log_compress(env, dynamic_range=dynamic_range)
-    out_png = Path(out_png) if out_png else Path(path).with_suffix(".das.png")
     title = f"DAS, {len(idx)} plane wave{'s' if len(idx) > 1 else ''}"
     save_bmode_figure({title: db}, grid, out_png, dynamic_range=dynamic_range, title=Path(path).name)
     click.echo(f"wrote {out_png}")
@@ -147,19 +221,25 @@ def evaluate() -> None:
 @click.option("--phantom", type=click.Choice(["occlusion", "scatterer", "both"]), default="both", show_default=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="docs/results/numerical", show_default=True)
 @click.option("--prior", type=click.Path(exists=True, dir_okay=False), default=None, help="Default: the shipped prior.")
-@click.option("--realisations", type=int, default=9, show_default=True, help="Speckle realisations per noise level (held-out seeds).")
-@click.option("--samples", "n_samples", type=int, default=10, show_default=True)
-@click.option("--steps", "n_steps", type=int, default=50, show_default=True)
-@click.option("--size", type=int, default=256, show_default=True)
+@click.option("--realisations", type=click.IntRange(min=1), default=9, show_default=True, help="Speckle realisations per noise level (held-out seeds).")
+@click.option("--samples", "n_samples", type=click.IntRange(min=2), default=10, show_default=True)
+@click.option("--steps", "n_steps", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--size", type=click.IntRange(min=16), default=256, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-def evaluate_numerical(phantom, out_dir, prior, realisations, n_samples, n_steps, size, device) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run in --out.")
+def evaluate_numerical(phantom, out_dir, prior, realisations, n_samples, n_steps, size, device, overwrite) -> None:
     """The numerical study of paper Figures 2-3: occlusion (gCNR, SNR) and scatterer (FWHM) phantoms."""
     from .experiments import format_table, occlusion_study, save_study, scatterer_study
+    from .outputs import check_writable_dir, refuse_overwrite
     from .reconstruct import load_prior
     from .train import resolve_device
 
     dev = resolve_device(device)
+    out = check_writable_dir(out_dir)
+    names = [n for n in ("occlusion", "scatterer") if phantom in (n, "both")]
+    refuse_overwrite([out / f"{n}.{ext}" for n in names for ext in ("json", "md", "png")], overwrite=overwrite)
     model = load_prior(prior, device=dev)
+    _check_size_multiple(model, size, "--size")
     kw = dict(n_samples=n_samples, n_steps=n_steps, size=size, device=dev)
     studies = []
     if phantom in ("occlusion", "both"):
@@ -177,37 +257,39 @@ def evaluate_numerical(phantom, out_dir, prior, realisations, n_samples, n_steps
 @click.option("--dataset", type=click.Choice(["simu_cont", "simu_reso"]), default="simu_cont", show_default=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="docs/results/by_check", show_default=True)
 @click.option("--data", "data_root", type=click.Path(file_okay=False), default=None, help="Reference data folder (default $DRUS_REFERENCE_DATA or ../shared/data).")
-def evaluate_by_check(dataset, out_dir, data_root) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run in --out.")
+def evaluate_by_check(dataset, out_dir, data_root, overwrite) -> None:
     """Simulate a PICMUS phantom through drus's H and B and compare with the DRUS By file."""
     from .beamform import MatchedFilterBeamformer, envelope, log_compress
     from .geometry import picmus
     from .io import read_drus_by
+    from .outputs import check_writable_dir, refuse_overwrite, write_text_atomic
     from .phantoms import PicmusPhantom
     from .picmus import PICMUS_SETS, compare_by, simulate_by
     from .plotting import save_bmode_figure
 
     ds = PICMUS_SETS[dataset]
     files = ds.files(data_root)
+    out = check_writable_dir(out_dir)
+    refuse_overwrite([out / f"{dataset}.png", out / f"{dataset}.json"], overwrite=overwrite)
     probe, wave, grid = picmus(256)
     bf = MatchedFilterBeamformer(probe, wave, grid)
     phantom = PicmusPhantom.from_file(files["phantom"])
     ours = simulate_by(phantom, bf, factor=ds.by_factor)
     ref = read_drus_by(files["by_drus"])
     report = compare_by(ours, ref, grid, phantom) if phantom.cyst_disks() else {}
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     save_bmode_figure({f"drus B H o ({dataset} phantom)": log_compress(envelope(ours)),
                        f"DRUS By file ({dataset}.mat)": log_compress(envelope(ref))},
                       grid, out / f"{dataset}.png", overlays=list(phantom.cyst_disks()), title="envelope, [−60, 0] dB")
-    (out / f"{dataset}.json").write_text(json.dumps(report, indent=2))
+    write_text_atomic(out / f"{dataset}.json", json.dumps(report, indent=2))
     click.echo(json.dumps(report, indent=2))
     click.echo(f"wrote {out / (dataset + '.png')}, {out / (dataset + '.json')}")
 
 
 @main.command()
-@click.option("--size", type=int, required=True, help="Grid side n: the paper's field of view (x −18…18 mm, z 10…46 mm) at n × n pixels.")
+@click.option("--size", type=click.IntRange(min=2), required=True, help="Grid side n: the paper's field of view (x −18…18 mm, z 10…46 mm) at n × n pixels.")
 @click.option("--method", type=click.Choice(["gram", "svd"]), default="gram", show_default=True, help="Eigendecomposition of AᵀA (faster) or SVD of A.")
-@click.option("--threshold", type=float, default=1e-3, show_default=True, help="Components with s ≤ threshold·s1 get s = 0 (sampled from the prior).")
+@click.option("--threshold", type=click.FloatRange(min=0, max=1, max_open=True), default=1e-3, show_default=True, help="Components with s ≤ threshold·s1 get s = 0 (sampled from the prior).")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True, help="Storage dtype of V.")
 @click.option("--compute-dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True, help="dtype of the dense blocks and their decomposition.")
 @click.option("--complement", type=click.Choice(["auto", "basis", "projector"]), default="auto", show_default=True, help="Complete V, or kept vectors + implicit complement.")
@@ -303,10 +385,10 @@ def _torch_threads(threads) -> None:
 
 @evaluate.command("picmus")
 @click.option("--sets", default=",".join(_PICMUS_NAMES), show_default=True, help="Comma-separated PICMUS sets.")
-@click.option("--unknown-size", type=int, default=128, show_default=True, help="Side of the DRUS unknown grid (By stays on 256²; 256 = the paper's square operator, hours of CPU decomposition).")
-@click.option("--samples", "n_samples", type=int, default=10, show_default=True, help="DDRM samples C.")
-@click.option("--steps", "n_steps", type=int, default=50, show_default=True, help="DDRM steps.")
-@click.option("--threshold", type=float, default=1e-3, show_default=True, help="Decomposition threshold relative to s1.")
+@click.option("--unknown-size", type=click.IntRange(min=2), default=128, show_default=True, help="Side of the DRUS unknown grid (By stays on 256²; 256 = the paper's square operator, hours of CPU decomposition).")
+@click.option("--samples", "n_samples", type=click.IntRange(min=2), default=10, show_default=True, help="DDRM samples C.")
+@click.option("--steps", "n_steps", type=click.IntRange(min=1), default=50, show_default=True, help="DDRM steps.")
+@click.option("--threshold", type=click.FloatRange(min=0, max=1, max_open=True), default=1e-3, show_default=True, help="Decomposition threshold relative to s1.")
 @click.option("--compute-dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True, help="dtype of the BH decomposition (float32: ≈ 2× faster and half the memory; the practical choice for --unknown-size 256 on a CPU).")
 @click.option("--prior", type=click.Path(exists=True, dir_okay=False), default=None, help="Prior checkpoint; default: the shipped prior.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="docs/results/picmus", show_default=True)
@@ -315,8 +397,9 @@ def _torch_threads(threads) -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, …")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True, help="Network precision (bf16/fp16 for GPUs).")
-@click.option("--threads", type=int, default=None, help="CPU threads for torch.")
-def evaluate_picmus_command(sets, unknown_size, n_samples, n_steps, threshold, compute_dtype, prior, out_dir, data_root, cache_dir, device, seed, precision, threads) -> None:
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
+@click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run in --out.")
+def evaluate_picmus_command(sets, unknown_size, n_samples, n_steps, threshold, compute_dtype, prior, out_dir, data_root, cache_dir, device, seed, precision, threads, overwrite) -> None:
     """Paper Table I on PICMUS: DAS 75/1 PW, DENOmean, DRUSmean, DRUSvar (gCNR, SNR, FWHM)."""
     from .picmus import PICMUS_SETS, evaluate_picmus
     from .reconstruct import load_prior
@@ -327,9 +410,15 @@ def evaluate_picmus_command(sets, unknown_size, n_samples, n_steps, threshold, c
     if unknown or not names:
         raise click.BadParameter(f"unknown set(s) {', '.join(unknown) or '(none given)'}; choose among {', '.join(PICMUS_SETS)}",
                                  param_hint="--sets")
+    from .outputs import check_writable_dir, refuse_overwrite
+
     _torch_threads(threads)
     dev = resolve_device(device)
+    out = check_writable_dir(out_dir)
+    refuse_overwrite([out / f"{n}.hdf5" for n in names] + [out / f for f in ("table.md", "results.json", "picmus.png")],
+                     overwrite=overwrite)
     model = load_prior(prior, device=dev, precision=precision)
+    _check_size_multiple(model, unknown_size, "--unknown-size")
     try:
         result = evaluate_picmus(model, sets=names, unknown_size=unknown_size, n_samples=n_samples, n_steps=n_steps,
                                  threshold=threshold, compute_dtype=compute_dtype, seed=seed, device=dev,

@@ -79,6 +79,7 @@ import torch
 
 from .beamform import MatchedFilterBeamformer, SparseOperator
 from .operators import SVDOperator
+from .outputs import atomic_write, check_writable_dir, write_text_atomic
 
 __all__ = [
     "FORMAT_VERSION",
@@ -921,16 +922,6 @@ def _paths(cache_dir: Path, key: str, parity: str) -> tuple[Path, Path]:
     return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _save_block(cache_dir: Path, key: str, block: SpectralBlock, meta: dict) -> Path:
     from safetensors.torch import save_file
 
@@ -940,17 +931,18 @@ def _save_block(cache_dir: Path, key: str, block: SpectralBlock, meta: dict) -> 
     v = block.vectors.detach().cpu().contiguous()
     checksum = _sha256_arrays(s, v.numpy())
     tensors = {"singular_values": torch.from_numpy(s), "vectors": v}
-    _atomic_write(st_path, lambda p: save_file(tensors, str(p), metadata={"key": key, "parity": block.parity}))
+    atomic_write(st_path, lambda p: save_file(tensors, str(p), metadata={"key": key, "parity": block.parity}))
     meta = {**meta, "key": key, "parity": block.parity, "n": block.n, "n_stored": block.n_stored,
             "layout": block.layout, "s1_block": float(s[0]), "checksum_sha256": checksum,
             "file": st_path.name, "bytes": st_path.stat().st_size}
-    _atomic_write(json_path, lambda p: p.write_text(json.dumps(meta, indent=1, sort_keys=True)))
+    write_text_atomic(json_path, json.dumps(meta, indent=1, sort_keys=True))
     log.info("cached the %s block in %s (%.1f MiB)", block.parity, st_path, meta["bytes"] / 2**20)
     return st_path
 
 
 def _load_block(cache_dir: Path, key: str, parity: str, n: int) -> tuple[SpectralBlock, dict] | None:
     """The cached block, or None (missing; corrupt or mismatched files are warned about)."""
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
     st_path, json_path = _paths(cache_dir, key, parity)
@@ -960,6 +952,12 @@ def _load_block(cache_dir: Path, key: str, parity: str, n: int) -> tuple[Spectra
         meta = json.loads(json_path.read_text())
         if meta.get("key") != key:
             raise ValueError(f"its key {str(meta.get('key'))[:12]}… differs from the requested {key[:12]}…")
+        if meta.get("parity") != parity:  # e.g. the even and odd files swapped: same sizes, wrong subspace
+            raise ValueError(f"it holds the {meta.get('parity')!r} block, not the {parity!r} one (swapped files?)")
+        with safe_open(str(st_path), framework="pt") as f:
+            stored_parity = (f.metadata() or {}).get("parity")
+        if stored_parity != parity:
+            raise ValueError(f"its arrays are those of the {stored_parity!r} block, not the {parity!r} one (swapped files?)")
         tensors = load_file(str(st_path))
         s, v = tensors["singular_values"].numpy(), tensors["vectors"]
         checksum = _sha256_arrays(s, v.numpy())
@@ -1061,6 +1059,9 @@ def decompose_bh(
     flip = FlipSplit(beamformer.unknown_grid.shape)
     floor = reliable_floor(method, compute_dtype)
     blocks, metas = {}, {}
+    if cache and not all(f.exists() for p in PARITIES for f in _paths(folder, key, p)):
+        # a block will be computed: a cache folder that cannot take it must fail now, not after hours
+        check_writable_dir(folder, option="cache folder", fix="pass --cache-dir DIR (a writable folder) or --no-cache")
     for parity in PARITIES:
         n = flip.size(parity)
         loaded = _load_block(folder, key, parity, n) if cache else None

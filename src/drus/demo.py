@@ -25,10 +25,14 @@ from .geometry import paper_grid, picmus_plane_wave, picmus_probe
 from .io import ChannelData, save_images_hdf5, write_ustb_channel_data
 from .metrics import contrast_metrics
 from .operators import SeparableBlur
+from .outputs import refuse_overwrite, write_text_atomic
 from .phantoms import add_noise, occlusion_disks, occlusion_phantom, speckle
 from .plotting import save_bmode_figure
 
-__all__ = ["DemoResult", "run_demo"]
+__all__ = ["DemoResult", "run_demo", "DEMO_FILES"]
+
+#: The files ``run_demo`` writes into its output folder.
+DEMO_FILES = ("demo.png", "demo.h5", "channel_data.h5", "metrics.json")
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +68,7 @@ def run_demo(
     size: int = 256,
     precision: str = "fp32",
     progress: bool = True,
+    overwrite: bool = True,
 ) -> DemoResult:
     """Run the demo and write its outputs into ``out_dir``.
 
@@ -72,16 +77,23 @@ def run_demo(
     a coarser grid makes the problem easier and the comparison less meaningful).
     ``seed`` seeds the speckle and the noise (1000+ are never used by the shipped prior's training,
     whose synthetic images come from seed 0). ``prior=None`` uses the shipped default prior.
+    ``overwrite=False`` refuses to start when ``out_dir`` already holds demo results
+    (:class:`drus.outputs.OutputExistsError`).
     """
     from .reconstruct import load_prior, reconstruct
     from .train import resolve_device
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    n_samples = (4 if quick else 10) if n_samples is None else int(n_samples)
+    n_steps = (20 if quick else 50) if n_steps is None else int(n_steps)
+    if n_samples < 2:
+        raise ValueError(f"--samples {n_samples}: DRUSvar needs at least 2 samples (C ≥ 2)")
+    if n_steps < 1:
+        raise ValueError(f"--steps {n_steps}: DDRM needs at least 1 step")
+    refuse_overwrite([out / f for f in DEMO_FILES], overwrite=overwrite)
     dev = resolve_device(device)
+    out.mkdir(parents=True, exist_ok=True)
     n = int(size)
-    n_samples = n_samples or (4 if quick else 10)
-    n_steps = n_steps or (20 if quick else 50)
     seconds: dict = {}
     grid = paper_grid(n)
     disks = occlusion_disks()
@@ -130,7 +142,7 @@ def run_demo(
         modulation_frequency=0.0, initial_time=np.array([wave.t0]), sound_speed=wave.sound_speed,
         element_positions=np.stack([probe.element_x, 0 * probe.element_x, 0 * probe.element_x], axis=1),
         source="drus demo")))
-    (out / "metrics.json").write_text(json.dumps({"settings": {
+    write_text_atomic(out / "metrics.json", json.dumps({"settings": {
         "grid": list(grid.shape), "n_samples": n_samples, "n_steps": n_steps, "gamma": gamma, "seed": seed,
         "device": str(dev), "timings_s": seconds | {f"ddrm_{k}": v for k, v in rec.timings.items()}}, "metrics": metrics}, indent=2))
     files.append(out / "metrics.json")

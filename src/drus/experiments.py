@@ -119,13 +119,14 @@ def format_table(study: NumericalStudy) -> str:
 def save_study(study: NumericalStudy, out_dir) -> list[Path]:
     """Write ``<phantom>.json``, ``<phantom>.md`` (table) and ``<phantom>.png`` (first realisation)."""
     from .metrics import to_db
+    from .outputs import write_text_atomic
     from .plotting import save_bmode_figure
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = [out / f"{study.phantom}.json", out / f"{study.phantom}.md"]
-    files[0].write_text(study.to_json())
-    files[1].write_text(format_table(study) + "\n")
+    write_text_atomic(files[0], study.to_json())
+    write_text_atomic(files[1], format_table(study) + "\n")
     grid = paper_grid(study.settings["grid"][0])
     panels = {}
     for g, imgs in study.example.items():

@@ -37,7 +37,6 @@ import errno
 import logging
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -358,18 +357,13 @@ def _finite(arr: np.ndarray, path: Path, name: str) -> np.ndarray:
 
 def _atomic_write_hdf5(path: PathLike, write) -> Path:
     """Run ``write(h5py.File)`` on a temporary file beside ``path``, then move it into place."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
+    from .outputs import atomic_write
+
+    def write_file(tmp: Path) -> None:
         with h5py.File(tmp, "w") as f:
             write(f)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+
+    return atomic_write(path, write_file)
 
 
 class _MatFile:

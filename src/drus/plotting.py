@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .geometry import ImageGrid
+from .outputs import atomic_write
 
 __all__ = ["save_bmode_figure"]
 
@@ -21,7 +22,7 @@ def save_bmode_figure(
     overlays: list | None = None,
     columns: int | None = None,
 ) -> Path:
-    """Save B-mode images (already in dB, ``[n_z, n_x]``) as one PNG with a shared colour bar.
+    """Save B-mode images (already in dB, ``[n_z, n_x]``) as one PNG with a shared colour bar, atomically.
 
     Parameters
     ----------
@@ -57,7 +58,8 @@ def save_bmode_figure(
     if title:
         fig.suptitle(title, fontsize=10)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:  # written under a temporary name and moved into place: never half a PNG
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".").lower() or "png"))
+    finally:
+        plt.close(fig)
     return path

@@ -20,7 +20,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 
 from .checkpoint import load_guided_diffusion, save_checkpoint
 from .data import make_source
+from .outputs import atomic_write, write_text_atomic
 from .schedule import NoiseSchedule
 from .unet import UNet, UNetConfig, convert_to_single_channel
 
@@ -51,10 +51,32 @@ DEFAULT_PRIOR_MODEL = {
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU."""
+    """``"auto"`` → CUDA when available, else CPU; an explicit device is checked to exist.
+
+    Raises
+    ------
+    ValueError
+        For a name torch does not know, or a CUDA device on a machine (or torch build) without
+        CUDA, or a CUDA index beyond the GPUs present — with what to pass instead.
+    """
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"--device {device!r}: not a device name; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA support" if torch.version.cuda is None else "no GPU is visible"
+            raise ValueError(f"--device {device}: CUDA is not available ({why}); use --device cpu (or auto)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) "
+                             f"(cuda:0 … cuda:{torch.cuda.device_count() - 1}); use one of them or --device cpu")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device}: MPS is not available on this machine; use --device cpu (or auto)")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {device}: unsupported device type {dev.type!r}; use auto, cpu, cuda or cuda:N")
+    return dev
 
 
 @dataclasses.dataclass
@@ -172,10 +194,37 @@ def diffusion_loss(
     return loss
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+#: Version of the ``state.pt`` layout: tensors, and plain data (numbers, strings, lists, dicts) only.
+STATE_FORMAT = 2
+
+
+def _save_state(state: dict, path: Path) -> None:
+    atomic_write(path, lambda p: torch.save(state, p))
+
+
+def _load_state(path: Path) -> dict:
+    """A ``state.pt`` written by :func:`train`: tensors and plain data only, loaded onto the CPU.
+
+    ``weights_only=True``: a file holding any other pickled object is refused, never executed. The
+    state is read onto the CPU whatever the training device (the generator state must stay a CPU
+    ``ByteTensor``); ``load_state_dict`` then copies weights and optimiser moments to the device.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError, … from a foreign file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(
+            f"{path}: not a drus training state that loads as tensors and plain data ({first}); it was not "
+            "resumed. Delete it to start afresh, or choose another --out") from None
+    missing = {"model", "ema", "opt", "generator", "step", "elapsed", "config"} - set(state if isinstance(state, dict) else ())
+    if missing:
+        raise ValueError(f"{path}: not a drus training state (missing {', '.join(sorted(missing))}); delete it to start "
+                         "afresh, or choose another --out")
+    gen = state["generator"]
+    if not (isinstance(gen, torch.Tensor) and gen.dtype == torch.uint8):
+        raise ValueError(f"{path}: 'generator' must be a uint8 tensor (torch.Generator.get_state), got {type(gen).__name__}")
+    state["generator"] = gen.cpu()
+    return state
 
 
 def _build_model(cfg: TrainConfig) -> tuple[torch.nn.Module, UNetConfig]:
@@ -218,7 +267,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     step, elapsed, losses = 0, 0.0, []
     state_path = out / "state.pt"
     if state_path.exists():
-        state = torch.load(state_path, map_location=device, weights_only=False)
+        state = _load_state(state_path)
         if state["config"] != dataclasses.asdict(cfg) | {"steps": state["config"]["steps"]}:
             log.warning("resuming %s with a different config than the one it was started with", out)
         model.load_state_dict(state["model"])
@@ -227,14 +276,15 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
         gen.set_state(state["generator"])
         step, elapsed = state["step"], state["elapsed"]
         log.info("resumed %s at step %d", out, step)
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    write_text_atomic(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
     amp = device.type == "cuda"
     logf = open(out / "train.log", "a")
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="training", dynamic_ncols=True)
 
     def checkpoint() -> None:
-        _atomic_torch_save(
+        _save_state(
             {
+                "format": STATE_FORMAT,
                 "model": model.state_dict(),
                 "ema": ema.state_dict(),
                 "opt": opt.state_dict(),
