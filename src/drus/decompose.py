@@ -93,6 +93,8 @@ __all__ = [
     "cache_key",
     "default_cache_dir",
     "decompose_bh",
+    "resolve_split",
+    "NoSplit",
     "operator_error",
 ]
 
@@ -106,6 +108,11 @@ STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 COMPUTE_DTYPES = {"float64": np.float64, "float32": np.float32}
 COMPLEMENTS = ("auto", "basis", "projector")
 PARITIES = ("even", "odd")
+#: How the unknowns are split into independently decomposed blocks: the flip split (two halves; a
+#: symmetric grid and a 0° wave), none (one block: any geometry, ≈ 4× the work and 2× the storage),
+#: or auto (the flip split where the geometry allows it).
+SPLITS = ("flip", "none", "auto")
+FULL = "full"  # the one block of split="none"
 
 _SQRT1_2 = 1.0 / math.sqrt(2.0)
 _DEFAULT_CHUNK_BYTES = 256 * 2**20
@@ -199,6 +206,46 @@ class FlipSplit:
         )
 
 
+class NoSplit:
+    """The trivial split of ``[n_z, n_x]`` images: one block, the image flattened in C order.
+
+    Same interface as :class:`FlipSplit` (``parities``, ``size``, ``split``, ``merge``,
+    ``sparse_basis``) with the one parity ``"full"``: used for geometries without the lateral
+    symmetry (a steered wave, an asymmetric grid or probe).
+    """
+
+    parities = (FULL,)
+
+    def __init__(self, shape: tuple[int, int]):
+        if len(tuple(shape)) != 2 or min(shape) < 1:
+            raise ValueError(f"shape must be an image shape (n_z, n_x) with positive sides, got {shape!r}")
+        self.n_z, self.n_x = (int(s) for s in shape)
+        self.n_full = self.n_z * self.n_x
+
+    def size(self, parity: str = FULL) -> int:
+        _choice("parity", parity, self.parities)
+        return self.n_full
+
+    def split(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        """``(x flattened,)``: ``[..., n_z, n_x]`` → ``([..., n_z·n_x],)``."""
+        return (x.reshape(*x.shape[:-2], self.n_full),)
+
+    def merge(self, full: torch.Tensor) -> torch.Tensor:
+        """``[..., n_z·n_x]`` → ``[..., n_z, n_x]``."""
+        return full.reshape(*full.shape[:-1], self.n_z, self.n_x)
+
+    def sparse_basis(self, parity: str = FULL) -> sp.csc_matrix:
+        """The identity ``[N, N]``."""
+        return sp.identity(self.size(parity), format="csc", dtype=np.float64)
+
+
+FlipSplit.parities = PARITIES
+
+
+def _splitter(kind: str, shape: tuple[int, int]):
+    return FlipSplit(shape) if kind == "flip" else NoSplit(shape)
+
+
 def _is_rectangular(beamformer: MatchedFilterBeamformer) -> bool:
     """Whether the unknowns live on another grid than ``B y`` (compared by value)."""
     return beamformer.unknown_grid != beamformer.grid
@@ -266,7 +313,11 @@ def _chunk_workers() -> int:
 
 def _folded_factors(beamformer: MatchedFilterBeamformer, rows: str, cols: str) -> tuple[sp.csr_matrix, sp.spmatrix]:
     """``(Q_rᵀ B, H Q_c)`` in float64: rows folded with the measurement grid's flip bases, columns
-    with the unknown grid's."""
+    with the unknown grid's; ``rows = cols = "full"`` (no split): ``(B, H)`` in float64."""
+    if FULL in (rows, cols):
+        if rows != cols:
+            raise ValueError(f"the 'full' block has no cross blocks, got rows={rows!r}, cols={cols!r}")
+        return beamformer.B.astype(np.float64).tocsr(), beamformer.H.astype(np.float64)
     q_r = FlipSplit(beamformer.grid.shape).sparse_basis(_parity("rows", rows))
     q_c = FlipSplit(beamformer.unknown_grid.shape).sparse_basis(_parity("cols", cols))
     b_r = (q_r.T.tocsr() @ beamformer.B.astype(np.float64)).tocsr()  # [n_r, M]: folded rows of B
@@ -734,7 +785,7 @@ class DecomposedBH(SVDOperator):
         self,
         beamformer: MatchedFilterBeamformer,
         even: SpectralBlock,
-        odd: SpectralBlock,
+        odd: SpectralBlock | None = None,
         *,
         threshold: float,
         floor: float = 0.0,
@@ -745,18 +796,29 @@ class DecomposedBH(SVDOperator):
             raise ValueError(f"threshold must be in [0, 1) (relative to s_1), got {threshold!r}")
         self.beamformer = beamformer
         self.BH: SparseOperator = beamformer.BH
-        self.flip = FlipSplit(beamformer.unknown_grid.shape)  # V acts on the unknown grid
-        if (even.n, odd.n) != (self.flip.n_even, self.flip.n_odd):
-            raise ValueError(
-                f"blocks of sizes ({even.n}, {odd.n}) do not match the unknown grid's flip split "
-                f"({self.flip.n_even}, {self.flip.n_odd}); decompose BH for this grid"
-            )
-        self.blocks = {"even": even, "odd": odd}
+        if odd is None:  # one block (split="none"): `even` holds the whole unknown image
+            self.flip = None
+            self._split = NoSplit(beamformer.unknown_grid.shape)
+            if even.n != self._split.n_full:
+                raise ValueError(
+                    f"a block of size {even.n} does not match the unknown grid's {self._split.n_full} pixels; "
+                    "decompose BH for this grid"
+                )
+            self.blocks = {FULL: even}
+        else:
+            self.flip = FlipSplit(beamformer.unknown_grid.shape)  # V acts on the unknown grid
+            self._split = self.flip
+            if (even.n, odd.n) != (self.flip.n_even, self.flip.n_odd):
+                raise ValueError(
+                    f"blocks of sizes ({even.n}, {odd.n}) do not match the unknown grid's flip split "
+                    f"({self.flip.n_even}, {self.flip.n_odd}); decompose BH for this grid"
+                )
+            self.blocks = {"even": even, "odd": odd}
         self.in_shape = tuple(beamformer.unknown_grid.shape)
         self.out_shape = tuple(beamformer.grid.shape)
         self.threshold, self.floor = threshold, float(floor)
         self.metadata = dict(metadata or {})
-        self.s1 = float(max(even.singular_values[0], odd.singular_values[0]))
+        self.s1 = float(max(b.singular_values[0] for b in self.blocks.values()))
         cut = max(threshold, self.floor) * self.s1
         device = even.vectors.device
         parts, kept = [], {}
@@ -774,9 +836,10 @@ class DecomposedBH(SVDOperator):
             parts.append(torch.from_numpy(s.astype(np.float32)))
         self.singular_values = torch.cat(parts).to(device)
         self.spectral_shape = (int(self.singular_values.numel()),)
-        self.n_kept_even, self.n_kept_odd = kept["even"], kept["odd"]
+        # without the split, the one block counts as "even"
+        self.n_kept_even, self.n_kept_odd = kept.get("even", kept.get(FULL, 0)), kept.get("odd", 0)
         self.n_kept = self.n_kept_even + self.n_kept_odd
-        self._sizes = (even.spectral_size, odd.spectral_size)
+        self._sizes = tuple(b.spectral_size for b in self.blocks.values())
         if self.floor > threshold:
             msg = (
                 f"threshold {threshold:g} is below the reliable floor {self.floor:.2g} of this decomposition "
@@ -795,7 +858,7 @@ class DecomposedBH(SVDOperator):
         return (
             f"DecomposedBH({shape}, kept {self.n_kept}/{u.size} above {self.threshold:g}·s1 "
             f"(s1 = {self.s1:.4g}), layout {layouts}, V {self.nbytes / 2**20:.1f} MiB "
-            f"{self.blocks['even'].vectors.dtype})"
+            f"{next(iter(self.blocks.values())).vectors.dtype})"
         )
 
     @property
@@ -810,8 +873,7 @@ class DecomposedBH(SVDOperator):
     def with_threshold(self, threshold: float) -> "DecomposedBH":
         """The same decomposition with another threshold (tensors shared, nothing recomputed)."""
         return DecomposedBH(
-            self.beamformer, self.blocks["even"], self.blocks["odd"], threshold=threshold, floor=self.floor,
-            metadata=self.metadata,
+            self.beamformer, *self.blocks.values(), threshold=threshold, floor=self.floor, metadata=self.metadata,
         )
 
     def to(self, device=None, dtype=None) -> "DecomposedBH":
@@ -826,16 +888,16 @@ class DecomposedBH(SVDOperator):
         return self
 
     # --- the SVD view (one leading batch dim) --------------------------------------------------------
-    def _split_spectral(self, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return c[:, : self._sizes[0]], c[:, self._sizes[0] :]
+    def _split_spectral(self, c: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(torch.split(c, self._sizes, dim=-1))
 
     def _Vt(self, x: torch.Tensor) -> torch.Tensor:
-        he, ho = self.flip.split(x)
-        return torch.cat([self.blocks["even"].vt(he), self.blocks["odd"].vt(ho)], dim=-1)
+        parts = self._split.split(x)
+        return torch.cat([b.vt(h) for b, h in zip(self.blocks.values(), parts)], dim=-1)
 
     def _V(self, c: torch.Tensor) -> torch.Tensor:
-        ce, co = self._split_spectral(c)
-        return self.flip.merge(self.blocks["even"].v(ce), self.blocks["odd"].v(co))
+        parts = self._split_spectral(c)
+        return self._split.merge(*(b.v(ci) for b, ci in zip(self.blocks.values(), parts)))
 
     def _inv_s(self, like: torch.Tensor) -> torch.Tensor:
         s = self.singular_values.to(device=like.device, dtype=like.dtype)
@@ -904,16 +966,21 @@ def cache_key(
     dtype: str = "float32",
     compute_dtype: str = "float64",
     complement: str = "auto",
+    split: str = "flip",
 ) -> str:
     """SHA-256 (hex) of everything that defines ``BH`` and its cached decomposition.
 
     Covers probe, pulse samples, grid axes (and the unknown grid's axes for a rectangular ``BH``),
     wave, f-number, Tukey α, aperture upsampling, the dtype and content of ``H``/``B``, the
     decomposition options and :data:`FORMAT_VERSION`. The device is not part of the key (results
-    agree to rounding). Square decompositions keep the keys they had before rectangular ones existed.
+    agree to rounding). Square decompositions keep the keys they had before rectangular ones existed,
+    and flip-split ones the keys they had before ``split="none"`` existed (``split`` enters the key
+    only when it is ``"none"``). ``split="auto"`` must be resolved first (:func:`resolve_split`).
     """
+    _choice("split", split, ("flip", "none"))
+    extra = {"split": split} if split == "none" else {}
     d = _definition(beamformer, method=method, threshold=float(threshold), dtype=dtype,
-                    compute_dtype=compute_dtype, complement=complement)
+                    compute_dtype=compute_dtype, complement=complement, **extra)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
@@ -986,6 +1053,7 @@ def decompose_bh(
     cache: bool = True,
     progress: bool = True,
     chunk_bytes: int = _DEFAULT_CHUNK_BYTES,
+    split: str = "flip",
 ) -> DecomposedBH:
     """Exact SVD view of ``BH`` via the flip split, cached on disk half by half (DESIGN §5).
 
@@ -1026,6 +1094,11 @@ def decompose_bh(
         Show progress bars.
     chunk_bytes : int
         Memory bound of one assembly chunk (:func:`flip_block`).
+    split : {"flip", "none", "auto"}
+        ``"flip"``: the two flip blocks (refused for a geometry without the lateral symmetry);
+        ``"none"``: one block of all unknowns, any geometry (a steered wave, an asymmetric grid or
+        probe; ≈ 4× the work and 2× the storage); ``"auto"``: ``"flip"`` where the geometry allows it
+        (:func:`resolve_split`), else ``"none"``.
 
     Returns
     -------
@@ -1051,18 +1124,20 @@ def decompose_bh(
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device is 'cuda' but CUDA is not available; use device='cpu'")
-    _check_flip_symmetry(beamformer)
+    split = resolve_split(beamformer, split)
+    if split == "flip":
+        _check_flip_symmetry(beamformer)
 
     options = dict(method=method, threshold=threshold, dtype=dtype, compute_dtype=compute_dtype, complement=complement)
-    key = cache_key(beamformer, **options)
+    key = cache_key(beamformer, **options, split=split)
     folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    flip = FlipSplit(beamformer.unknown_grid.shape)
+    flip = _splitter(split, beamformer.unknown_grid.shape)
     floor = reliable_floor(method, compute_dtype)
     blocks, metas = {}, {}
-    if cache and not all(f.exists() for p in PARITIES for f in _paths(folder, key, p)):
+    if cache and not all(f.exists() for p in flip.parities for f in _paths(folder, key, p)):
         # a block will be computed: a cache folder that cannot take it must fail now, not after hours
         check_writable_dir(folder, option="cache folder", fix="pass --cache-dir DIR (a writable folder) or --no-cache")
-    for parity in PARITIES:
+    for parity in flip.parities:
         n = flip.size(parity)
         loaded = _load_block(folder, key, parity, n) if cache else None
         if loaded is not None:
@@ -1096,8 +1171,24 @@ def decompose_bh(
         if cache:
             _save_block(folder, key, blocks[parity], metas[parity])
         metas[parity]["source"] = "computed"
-    meta = {"key": key, "cache_dir": str(folder) if cache else None, **options, "blocks": metas}
-    return DecomposedBH(beamformer, blocks["even"], blocks["odd"], threshold=threshold, floor=floor, metadata=meta)
+    meta = {"key": key, "cache_dir": str(folder) if cache else None, **options, "split": split, "blocks": metas}
+    return DecomposedBH(beamformer, *(blocks[p] for p in flip.parities), threshold=threshold, floor=floor,
+                        metadata=meta)
+
+
+def resolve_split(beamformer: MatchedFilterBeamformer, split: str = "auto") -> str:
+    """``"flip"`` or ``"none"``: ``split`` itself, or for ``"auto"`` the flip split when ``BH``
+    commutes with the lateral flip (symmetric grids and probe, 0° wave; checked as in
+    :func:`decompose_bh`), else no split."""
+    _choice("split", split, SPLITS)
+    if split != "auto":
+        return split
+    try:
+        _check_flip_symmetry(beamformer)
+    except ValueError as exc:
+        log.info("no flip split for this geometry (%s): one block of all unknowns", exc)
+        return "none"
+    return "flip"
 
 
 # --- accuracy --------------------------------------------------------------------------------------

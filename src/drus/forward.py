@@ -33,7 +33,7 @@ import scipy.sparse as sp
 from .geometry import ImageGrid, LinearProbe, PlaneWave
 from .pulse import PulseEcho, picmus_pulse
 
-__all__ = ["transmit_delay", "receive_delay", "PlaneWaveModel"]
+__all__ = ["transmit_delay", "receive_delay", "first_firing_time", "steered_plane_wave_delay", "PlaneWaveModel"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,36 @@ def transmit_delay(
         d = np.hypot(xf[i : i + step, None] - xs[None, :], zf[i : i + step, None]) + fire[None, :]
         out[i : i + step] = d.min(axis=1)
     return (out / wave.sound_speed).reshape(x.shape)
+
+
+def first_firing_time(element_x: np.ndarray, *, angle: float, sound_speed: float) -> float:
+    """Time in s from the firing of the first element to the wavefront passing the origin.
+
+    A plane wave steered by ``θ`` fires element ``e`` at ``x_e sin θ / c`` relative to the moment its
+    wavefront passes ``x = z = 0`` (drus' time origin); the first element fires at
+    ``min_e x_e sin θ / c``, so this is ``−min_e x_e sin θ / c``: ``(aperture / 2)·|sin θ| / c`` for a
+    centred array, 0 at 0°. Scanners (e.g. Verasonics) count time from the first firing; subtract
+    this from their ``t0`` to get drus' ``t0``.
+    """
+    x = np.asarray(element_x, dtype=np.float64)
+    return float(-np.min(x * np.sin(angle)) / sound_speed)
+
+
+def steered_plane_wave_delay(
+    x: np.ndarray, z: np.ndarray, *, angle: float, sound_speed: float, element_x: np.ndarray
+) -> np.ndarray:
+    """Closed-form transmit delay of a steered plane wave, from the first element's firing, in s.
+
+    ``τ(x, z) = (x sin θ + z cos θ) / c + first_firing_time``: the textbook plane-wave arrival with the
+    reference chosen so that ``τ ≥ 0`` on the aperture (``z = 0``, ``x`` between the first and last
+    element) and ``τ = 0`` where the first element fires. :func:`transmit_delay` equals
+    ``τ − first_firing_time`` inside the insonified zone (it adds the edge waves of a finite aperture
+    outside it).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    z = np.asarray(z, dtype=np.float64)
+    ref = first_firing_time(element_x, angle=angle, sound_speed=sound_speed)
+    return (x * np.sin(angle) + z * np.cos(angle)) / sound_speed + ref
 
 
 def receive_delay(x: np.ndarray, z: np.ndarray, *, probe: LinearProbe, sound_speed: float) -> np.ndarray:

@@ -51,6 +51,10 @@ class LinearProbe:
         Fractional -6 dB bandwidth (e.g. ``0.67`` for 67 %).
     name : str
         Label, e.g. ``"L11-4v"``.
+    positions : tuple of float, optional
+        Explicit lateral element positions ``[n_elements]`` in m, strictly increasing (a linear
+        array read from a file: any spacing, any offset). ``None`` (default): equally spaced at
+        ``pitch`` and centred on ``x = 0``. Build it with :meth:`from_positions`.
     """
 
     n_elements: int
@@ -58,6 +62,7 @@ class LinearProbe:
     center_frequency: float
     bandwidth: float
     name: str = "linear"
+    positions: tuple | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if int(self.n_elements) != self.n_elements or self.n_elements < 1:
@@ -65,16 +70,49 @@ class LinearProbe:
         _positive("pitch", self.pitch)
         _positive("center_frequency", self.center_frequency)
         _positive("bandwidth", self.bandwidth)
+        if self.positions is not None:
+            x = np.asarray(self.positions, dtype=np.float64).reshape(-1)
+            if x.size != self.n_elements or not np.all(np.isfinite(x)) or np.any(np.diff(x) <= 0):
+                raise ValueError(
+                    f"positions must be {self.n_elements} finite, strictly increasing element x positions (m), "
+                    f"got {x.size} values"
+                )
+            object.__setattr__(self, "positions", tuple(float(v) for v in x))
+
+    @classmethod
+    def from_positions(
+        cls, element_x, *, center_frequency: float, bandwidth: float, name: str = "linear"
+    ) -> "LinearProbe":
+        """A linear array with the given lateral element positions ``[n_elements]`` (m, increasing).
+
+        ``pitch`` is their mean spacing. Equally spaced positions centred on 0 (to 1e-9 of the
+        pitch) give exactly the probe built from the pitch, so that such a probe and its cache keys
+        do not depend on how it was built.
+        """
+        x = np.asarray(element_x, dtype=np.float64).reshape(-1)
+        if x.size < 2:
+            raise ValueError(f"a linear array needs at least 2 element positions, got {x.size}")
+        if not np.all(np.isfinite(x)) or np.any(np.diff(x) <= 0):
+            raise ValueError("element x positions must be finite and strictly increasing (m)")
+        pitch = float((x[-1] - x[0]) / (x.size - 1))
+        regular = (np.arange(x.size) - (x.size - 1) / 2) * pitch
+        if np.max(np.abs(x - regular)) <= 1e-9 * pitch:
+            return cls(x.size, pitch, center_frequency, bandwidth, name=name)
+        return cls(x.size, pitch, center_frequency, bandwidth, name=name, positions=tuple(x))
 
     @property
     def element_x(self) -> np.ndarray:
-        """Lateral element positions ``[n_elements]`` in m, symmetric about 0."""
+        """Lateral element positions ``[n_elements]`` in m (symmetric about 0 unless ``positions`` is given)."""
+        if self.positions is not None:
+            return np.asarray(self.positions)
         return (np.arange(self.n_elements) - (self.n_elements - 1) / 2) * self.pitch
 
     @property
     def aperture(self) -> float:
         """Distance between the first and last element centres, in m."""
-        return (self.n_elements - 1) * self.pitch
+        if self.positions is None:
+            return (self.n_elements - 1) * self.pitch
+        return self.positions[-1] - self.positions[0]
 
 
 @dataclass(frozen=True)

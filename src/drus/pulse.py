@@ -22,6 +22,8 @@ __all__ = [
     "gaussian_windowed_cosine",
     "PulseEcho",
     "picmus_pulse",
+    "gaussian_pulse",
+    "estimate_spectrum",
 ]
 
 
@@ -141,3 +143,105 @@ def picmus_pulse(
     h = h / np.max(np.abs(h))
     c, quarter = h.size // 2, h.size // 4
     return PulseEcho(h[c - quarter : c + quarter + 1], sampling_frequency, oversampling)
+
+
+#: Where :func:`gaussian_pulse` truncates its envelope, relative to the peak (−40 dB).
+GAUSSIAN_PULSE_FLOOR = 1e-2
+
+
+def gaussian_pulse(
+    *, center_frequency: float, bandwidth: float, sampling_frequency: float, oversampling: int = 10
+) -> PulseEcho:
+    """A two-way pulse with a Gaussian spectrum: centre ``f0``, fractional −6 dB bandwidth ``BWR``.
+
+    ``h(t) = cos(2π f0 t) · exp(−t²/a)``, ``a = 4 ln2 / (π f0 BWR)²`` (:func:`gaussian_windowed_cosine`:
+    the amplitude spectrum is down 6 dB at ``f0 (1 ± BWR/2)``), truncated where the envelope falls
+    below :data:`GAUSSIAN_PULSE_FLOOR` (−40 dB), peak 1. Used for acquisitions other than PICMUS, whose
+    file gives the pulse-echo centre frequency and bandwidth or whose channel data's spectrum gives
+    them (:func:`estimate_spectrum`).
+
+    Parameters
+    ----------
+    center_frequency : float
+        ``f0`` in Hz, below ``sampling_frequency / 2``.
+    bandwidth : float
+        Fractional −6 dB bandwidth of the pulse-echo spectrum, in (0, 2].
+    sampling_frequency : float
+        ``fs`` of the channel data in Hz.
+    oversampling : int
+        Fine samples per channel-data sample (polyphase table rows).
+    """
+    for name, value in (("center_frequency", center_frequency), ("sampling_frequency", sampling_frequency)):
+        if not (np.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive finite number (Hz), got {value!r}")
+    if not (np.isfinite(bandwidth) and 0 < bandwidth <= 2):
+        raise ValueError(f"bandwidth must be a fraction in (0, 2] (e.g. 0.67 for 67 %), got {bandwidth!r}")
+    if center_frequency >= sampling_frequency / 2:
+        raise ValueError(
+            f"center_frequency {center_frequency:.4g} Hz is not below the Nyquist frequency {sampling_frequency / 2:.4g} Hz"
+        )
+    if int(oversampling) != oversampling or oversampling < 1:
+        raise ValueError(f"oversampling must be a positive integer, got {oversampling!r}")
+    a = 4 * np.log(2) / (np.pi * center_frequency * bandwidth) ** 2
+    half = np.sqrt(a * np.log(1 / GAUSSIAN_PULSE_FLOOR))
+    dt = 1.0 / (sampling_frequency * oversampling)
+    n = int(np.floor(half / dt))
+    t = np.arange(-n, n + 1) * dt
+    h = gaussian_windowed_cosine(t, frequency=center_frequency, bandwidth=bandwidth)
+    return PulseEcho(h / np.max(np.abs(h)), sampling_frequency, int(oversampling))
+
+
+def estimate_spectrum(channel_data: np.ndarray, *, sampling_frequency: float) -> tuple[float, float]:
+    """Pulse-echo centre frequency and fractional −6 dB bandwidth from channel data's spectrum.
+
+    The amplitude spectrum is ``sqrt`` of the power spectrum averaged over the channels (each channel
+    minus its mean, Hann-windowed along fast time), smoothed over ≈ 0.2 MHz. The −6 dB band is the
+    contiguous range around the peak where it stays above half the peak; ``f0`` is the amplitude
+    centroid over that band and the bandwidth ``(f_high − f_low) / f0``. For a Gaussian pulse
+    (:func:`gaussian_pulse`) this returns its ``f0`` and ``BWR``.
+
+    Parameters
+    ----------
+    channel_data : numpy.ndarray
+        ``[n_samples, n_elements]`` real RF.
+    sampling_frequency : float
+        ``fs`` in Hz.
+
+    Returns
+    -------
+    (float, float)
+        ``(f0 in Hz, fractional bandwidth)``.
+    """
+    y = np.asarray(channel_data, dtype=np.float64)
+    if y.ndim != 2 or y.shape[0] < 16:
+        raise ValueError(f"channel_data must be [n_samples ≥ 16, n_elements] real RF, got shape {y.shape}")
+    if np.iscomplexobj(y) or not np.all(np.isfinite(y)):
+        raise ValueError("channel_data must be finite real RF to estimate its spectrum")
+    y = (y - y.mean(axis=0)) * np.hanning(y.shape[0])[:, None]
+    power = np.mean(np.abs(np.fft.rfft(y, axis=0)) ** 2, axis=1)
+    f = np.fft.rfftfreq(y.shape[0], 1.0 / sampling_frequency)
+    width = max(1, int(round(0.2e6 / (f[1] - f[0]))))
+    amp = np.sqrt(np.convolve(power, np.ones(width) / width, mode="same"))
+    amp[0] = 0.0  # DC carries no echo
+    if not np.any(amp > 0):
+        raise ValueError("channel_data is constant: no spectrum to estimate the pulse from")
+    peak = int(np.argmax(amp))
+    above = amp >= amp[peak] / 2
+    lo = peak
+    while lo > 0 and above[lo - 1]:
+        lo -= 1
+    hi = peak
+    while hi < f.size - 1 and above[hi + 1]:
+        hi += 1
+    band = slice(lo, hi + 1)
+    f0 = float(np.sum(f[band] * amp[band]) / np.sum(amp[band]))
+    # band edges interpolated to the half-peak crossing
+    def crossing(i_in: int, i_out: int) -> float:
+        if i_out < 0 or i_out >= f.size:
+            return float(f[i_in])
+        a_in, a_out = amp[i_in], amp[i_out]
+        w = (a_in - amp[peak] / 2) / (a_in - a_out) if a_in != a_out else 0.0
+        return float(f[i_in] + w * (f[i_out] - f[i_in]))
+
+    f_lo, f_hi = crossing(lo, lo - 1), crossing(hi, hi + 1)
+    return f0, float((f_hi - f_lo) / f0)
