@@ -330,7 +330,7 @@ def test_cli_reconstruct_drus_var_end_to_end(fake, tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     assert "expe_cont (inferred" in r.output and "σ0 = 55" in r.output and "gcnr:" in r.output
     out = tmp_path / "o"
-    assert {p.name for p in out.iterdir()} == {"expe_cont_by.png", "expe_cont_drus-var.png", "expe_cont_drus-var.hdf5",
+    assert {p.name for p in out.iterdir()} == {"expe_cont_drus-var_by.png", "expe_cont_drus-var.png", "expe_cont_drus-var.hdf5",
                                                "expe_cont_drus-var_metrics.json"}
     saved = load_images_hdf5(out / "expe_cont_drus-var.hdf5")
     assert saved.grid.shape == (UNKNOWN, UNKNOWN) and saved["samples"].shape == (2, UNKNOWN, UNKNOWN)

@@ -177,6 +177,9 @@ class MatchedFilterBeamformer:
     def beamform(self, channel_data: np.ndarray) -> np.ndarray:
         """``B y``: channel data ``[n_samples, n_elements]`` → image ``[n_z, n_x]``."""
         y = self.model.channel_vector(channel_data)
+        if np.iscomplexobj(y):
+            raise TypeError("channel_data is complex (IQ); B acts on real RF channel data — use drus.beamform.das "
+                            "for IQ data")
         if not np.all(np.isfinite(y)):
             raise ValueError("channel_data contains NaN or inf")
         return (self.B @ y.astype(self.B.dtype)).reshape(self.grid.shape)

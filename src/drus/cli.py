@@ -433,15 +433,55 @@ def evaluate_picmus_command(sets, unknown_size, n_samples, n_steps, threshold, c
 RECONSTRUCT_METHODS = ("das", "deno-mean", "drus-mean", "drus-var")
 
 
-def _read_observation(path: Path, method: str, shape: tuple[int, int]):
-    """``("by" | "channel", data)``: a By/DENO ``.mat`` image, or channel data from an HDF5 file."""
+#: The two flattenings of a By ``.mat`` (a MATLAB ``(1, n_z·n_x)`` vector): DRUS files are column-major
+#: (``by_drus/``), DENO files row-major and normalised to max 1 (``by_deno/``). Read with the wrong one,
+#: a square image comes out transposed without any other sign, so the layout is checked.
+BY_LAYOUTS = {"drus": "column-major, by_drus/", "deno": "row-major, max |By| = 1, by_deno/"}
+
+
+def _by_layout(path: Path, by_max: float, layout: str | None, method: str) -> str:
+    """The layout to read ``path`` with: ``layout`` if given, else the method's, checked against the file.
+
+    Without ``--layout`` the file must agree with the method's layout by every sign it carries: the
+    folder it sits in (``by_drus/``, ``by_deno/``) and the DENO normalisation (max |By| = 1).
+    """
+    if layout is not None:
+        return layout
+    expected = "deno" if method == "deno-mean" else "drus"
+    other = "drus" if expected == "deno" else "deno"
+    folder = path.parent.name.lower()
+    normalised = abs(by_max - 1.0) <= 1e-5
+    found = None
+    if folder == f"by_{other}":
+        found = f"it is in a by_{other}/ folder"
+    elif expected == "drus" and normalised:
+        found = "it is normalised to max |By| = 1 like a DENO input"
+    elif expected == "deno" and not normalised:
+        found = f"its max |By| is {by_max:.4g}, while DENO inputs are normalised to 1"
+    if found:
+        raise click.BadParameter(
+            f"{path}: {found}, so it looks like a {other.upper()}-layout By ({BY_LAYOUTS[other]}), but --method "
+            f"{method} reads the {expected.upper()} layout ({BY_LAYOUTS[expected]}); read with the wrong layout the "
+            f"image is transposed. Pass the by_{expected}/ file, or --layout {other} if the file is {other.upper()}-layout",
+            param_hint="OBSERVATION")
+    return expected
+
+
+def _read_observation(path: Path, method: str, shape: tuple[int, int], layout: str | None = None):
+    """``("by" | "channel", data, layout)``: a By/DENO ``.mat`` image, or channel data from an HDF5 file."""
     from .io import DataFileError, read_channel_data, read_deno_by, read_drus_by
 
     try:
         if path.suffix.lower() == ".mat":
-            reader = read_deno_by if method == "deno-mean" else read_drus_by
-            return "by", reader(path, shape=shape)
-        return "channel", read_channel_data(path)
+            by = read_drus_by(path, shape=shape)
+            if np.iscomplexobj(by):
+                raise click.BadParameter(f"{path}: By is complex; drus reconstructs real (RF) By images",
+                                         param_hint="OBSERVATION")
+            used = _by_layout(path, float(np.abs(by).max()), layout, method)
+            return "by", (by if used == "drus" else read_deno_by(path, shape=shape)), used
+        if layout is not None:
+            raise click.BadParameter("applies to By .mat files only, not to channel data", param_hint="--layout")
+        return "channel", read_channel_data(path), None
     except DataFileError as exc:
         n = f"{shape[0] * shape[1]:,}".replace(",", " ")
         raise click.BadParameter(
@@ -456,39 +496,50 @@ def _read_observation(path: Path, method: str, shape: tuple[int, int]):
 @click.option("--method", type=click.Choice(RECONSTRUCT_METHODS), required=True, help="das: B-mode of By; deno-mean: DENO on the By image; drus-mean/drus-var: DRUS with the decomposed BH.")
 @click.option("--dataset", type=click.Choice(_PICMUS_NAMES), default=None, help="PICMUS set for σ0, the By scale and extra ROIs; default: inferred from the file name when it matches.")
 @click.option("--sigma0", type=float, default=None, help="Noise std of the observation (By units; max-normalised image for deno-mean). Overrides the dataset's.")
-@click.option("--unknown-size", type=int, default=128, show_default=True, help="Side of the DRUS unknown grid.")
-@click.option("--samples", "n_samples", type=int, default=10, show_default=True)
-@click.option("--steps", "n_steps", type=int, default=50, show_default=True)
-@click.option("--threshold", type=float, default=1e-3, show_default=True, help="Decomposition threshold relative to s1.")
+@click.option("--layout", type=click.Choice(sorted(BY_LAYOUTS)), default=None, help="Flattening of a By .mat: drus (column-major, by_drus/) or deno (row-major, max 1, by_deno/). Default: the method's (deno for deno-mean, else drus), checked against the file.")
+@click.option("--unknown-size", type=click.IntRange(min=2), default=128, show_default=True, help="Side of the DRUS unknown grid (a multiple of the prior's 2 ** (levels − 1)).")
+@click.option("--samples", "n_samples", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--steps", "n_steps", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--threshold", type=click.FloatRange(min=0, max=1, max_open=True), default=1e-3, show_default=True, help="Decomposition threshold relative to s1.")
 @click.option("--compute-dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True, help="dtype of the BH decomposition (float32: ≈ 2× faster and half the memory; the practical choice for --unknown-size 256 on a CPU).")
 @click.option("--prior", type=click.Path(exists=True, dir_okay=False), default=None, help="Default: the shipped prior.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out/reconstruct", show_default=True)
 @click.option("--phantom", type=click.Path(exists=True, dir_okay=False), default=None, help="PICMUS phantom HDF5: adds gCNR/SNR/FWHM (metrics JSON).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Decomposition cache.")
+@click.option("--no-cache", is_flag=True, help="Decompose in memory only (no cache read or written).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=int, default=None, help="CPU threads for torch.")
-def reconstruct_command(observation, method, dataset, sigma0, unknown_size, n_samples, n_steps, threshold, compute_dtype, prior, out_dir, phantom, cache_dir, device, seed, threads) -> None:
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
+@click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run of this observation and method in --out.")
+def reconstruct_command(observation, method, dataset, sigma0, layout, unknown_size, n_samples, n_steps, threshold, compute_dtype, prior, out_dir, phantom, cache_dir, no_cache, device, seed, threads, overwrite) -> None:
     """Reconstruct one observation: a DRUS By .mat, a DENO By .mat or PICMUS/USTB channel data.
 
     A .mat is read as a DRUS By (column-major, by_drus/) for das and drus-*, as a DENO input
-    (row-major, by_deno/) for deno-mean; both 256 × 256 on the paper's grid. Channel data (HDF5):
-    the 0° wave gets the DRUS preprocessing (depth gain, max 1, × the set's By factor — 30 contrast,
-    10 resolution, 1 without a dataset) and is beamformed with drus's B (drus.picmus.channel_data_to_by);
-    the dataset's σ0 then applies only approximately. Writes B-mode PNGs, the images/samples (HDF5) and,
-    with --phantom, metrics JSON.
+    (row-major, by_deno/) for deno-mean; both 256 × 256 on the paper's grid. The file must agree
+    with that layout (its folder, and DENO's max-1 normalisation), since the other flattening gives a
+    silently transposed image; --layout reads it in the given layout instead (a DRUS By is then
+    normalised to max 1 for deno-mean; a DENO input for drus-* needs --sigma0 in its units).
+    Channel data (HDF5): the 0° wave gets the DRUS preprocessing (depth gain, max 1, × the set's By
+    factor — 30 contrast, 10 resolution, 1 without a dataset) and is beamformed with drus's B
+    (drus.picmus.channel_data_to_by); the dataset's σ0 then applies only approximately.
+    Writes <name>_<method>.hdf5 (images, samples; the By layout in its attributes), B-mode PNGs and,
+    with --phantom, <name>_<method>_metrics.json. Everything is checked before the decomposition
+    and the sampling; earlier results are kept unless --overwrite.
     """
     from .beamform import MatchedFilterBeamformer
     from .geometry import picmus
     from .io import save_images_hdf5
     from .metrics import to_db
+    from .outputs import check_writable_dir, refuse_overwrite, write_text_atomic
     from .picmus import PICMUS_SETS, channel_data_to_by, infer_dataset, method_envelope, points_in_view, score_image
     from .plotting import save_bmode_figure
+    from .train import resolve_device
 
     path = Path(observation)
     ds = PICMUS_SETS[dataset] if dataset else infer_dataset(path)
     if ds is not None and not dataset:
         click.echo(f"dataset: {ds.name} (inferred from the file name; --dataset to change)")
+    sigma_given = sigma0 is not None
     if method != "das" and sigma0 is None:
         if ds is None:
             raise click.UsageError(
@@ -499,20 +550,45 @@ def reconstruct_command(observation, method, dataset, sigma0, unknown_size, n_sa
         raise click.BadParameter(f"must be a finite number ≥ 0, got {sigma0}", param_hint="--sigma0")
     if method == "drus-var" and n_samples < 2:
         raise click.BadParameter("drus-var needs at least 2 samples", param_hint="--samples")
+
+    # outputs: a writable folder, and no earlier result of this observation and method replaced
+    out = check_writable_dir(out_dir)
+    stem = f"{path.stem}_{method}"
+    candidates = {k: out / f"{stem}{suffix}" for k, suffix in
+                  (("hdf5", ".hdf5"), ("png", ".png"), ("by_png", "_by.png"), ("metrics", "_metrics.json"))}
+    refuse_overwrite(candidates.values(), overwrite=overwrite)
+    ph = None
+    if phantom:
+        from .phantoms import PicmusPhantom
+
+        try:
+            ph = PicmusPhantom.from_file(phantom)
+        except (ValueError, KeyError, OSError) as exc:
+            raise click.BadParameter(" ".join(str(exc).strip("'\"").split()), param_hint="--phantom")
+
     probe, wave, grid = picmus(256)
-    kind, data = _read_observation(path, method, grid.shape)
+    kind, data, by_layout = _read_observation(path, method, grid.shape, layout)
+    if kind == "by" and by_layout == "deno" and method.startswith("drus") and not sigma_given:
+        raise click.BadParameter(f"a DENO-layout By is normalised to max 1, so the dataset's σ0 (in DRUS By units) "
+                                 f"does not apply; pass --sigma0 in the file's units", param_hint="--layout")
+    if kind == "by" and by_layout == "drus" and method == "deno-mean":
+        data = data / np.abs(data).max()  # the DENO input: the same observation normalised to max 1
     _torch_threads(threads)
-
-    from .train import resolve_device
-
     dev = resolve_device(device)
+    model = None
+    if method != "das":
+        from .reconstruct import load_prior
+
+        model = load_prior(prior, device=dev)
+        _check_size_multiple(model, unknown_size if method.startswith("drus") else grid.shape[0],
+                             "--unknown-size" if method.startswith("drus") else "OBSERVATION")
     op = None
     if method.startswith("drus"):
         from .picmus import picmus_operator
 
         try:
             bf, op = picmus_operator(unknown_size, threshold=threshold, compute_dtype=compute_dtype, cache_dir=cache_dir,
-                                     device=dev)
+                                     device=dev, cache=not no_cache)
         except ValueError as exc:
             raise click.UsageError(str(exc))
     if kind == "channel":
@@ -526,9 +602,6 @@ def reconstruct_command(observation, method, dataset, sigma0, unknown_size, n_sa
     if method == "deno-mean" and kind == "channel":
         by = by / np.abs(by).max()  # the DENO input: the same observation normalised to max 1
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"{path.stem}_{method}"
     files = []
     arrays: dict = {}
     name = {"das": "By (matched filter)", "deno-mean": "DENOmean", "drus-mean": "DRUSmean", "drus-var": "DRUSvar"}[method]
@@ -536,9 +609,8 @@ def reconstruct_command(observation, method, dataset, sigma0, unknown_size, n_sa
     if method == "das":
         image, img_grid, amp = by, grid, method_envelope("DRUSmean", by)
     else:
-        from .reconstruct import deno, load_prior, reconstruct
+        from .reconstruct import deno, reconstruct
 
-        model = load_prior(prior, device=dev)
         kw = dict(sigma0=float(sigma0), model=model, n_samples=n_samples, n_steps=n_steps, seed=seed, device=dev)
         if method == "deno-mean":
             rec = deno(by, **kw)
@@ -553,27 +625,25 @@ def reconstruct_command(observation, method, dataset, sigma0, unknown_size, n_sa
         click.echo(f"{name}: {rec.samples.shape[0]} samples, {n_steps} steps, σ0 = {sigma0:g}, "
                    f"{rec.timings.get('seconds_total', float('nan')):.1f} s")
     panels[name] = to_db(amp)
-    files.append(save_images_hdf5(out / f"{stem}.hdf5", grid=img_grid, image=image, amplitude=amp, **arrays,
+    files.append(save_images_hdf5(candidates["hdf5"], grid=img_grid, image=image, amplitude=amp, **arrays,
                                   attrs={"method": method, "observation": str(path), "sigma0": float(sigma0 or 0.0),
-                                         "dataset": ds.name if ds else ""}))
+                                         "dataset": ds.name if ds else "", "by_layout": by_layout or "channel data"}))
     if img_grid == grid:
-        files.append(save_bmode_figure(panels, grid, out / f"{stem}.png", title=f"{path.name}: [−60, 0] dB"))
+        files.append(save_bmode_figure(panels, grid, candidates["png"], title=f"{path.name}: [−60, 0] dB"))
     else:  # the DRUS image lives on the coarser unknown grid: one figure each
-        files.append(save_bmode_figure({"By envelope": panels["By envelope"]}, grid, out / f"{path.stem}_by.png"))
-        files.append(save_bmode_figure({name: panels[name]}, img_grid, out / f"{stem}.png", title=f"{path.name}: [−60, 0] dB"))
-    if phantom:
-        from .phantoms import PicmusPhantom
-
-        ph = PicmusPhantom.from_file(phantom)
+        files.append(save_bmode_figure({"By envelope": panels["By envelope"]}, grid, candidates["by_png"]))
+        files.append(save_bmode_figure({name: panels[name]}, img_grid, candidates["png"], title=f"{path.name}: [−60, 0] dB"))
+    if ph is not None:
         cysts = tuple(ph.cyst_disks()) + (tuple(ds.extra_cysts) if ds else ())
         metrics = score_image(amp, img_grid, cysts=cysts, speckle_rois=ph.speckle_boxes() or None,
                               points=points_in_view(ph.points(), img_grid))
         summary = {k: {"values": v, "mean": float(np.mean(v)), "std": float(np.std(v))} for k, v in metrics.items()}
-        (out / f"{stem}_metrics.json").write_text(json.dumps({"method": method, "observation": str(path),
-                                                               "phantom": str(phantom), "metrics": summary}, indent=1))
-        files.append(out / f"{stem}_metrics.json")
+        files.append(write_text_atomic(candidates["metrics"], json.dumps(
+            {"method": method, "observation": str(path), "phantom": str(phantom), "metrics": summary}, indent=1)))
         for k, v in summary.items():
             click.echo(f"{k}: {v['mean']:.3f} ± {v['std']:.3f}")
+    for stale in set(candidates.values()) - set(files):  # (--overwrite) no result of an earlier run left beside these
+        stale.unlink(missing_ok=True)
     click.echo(f"wrote {', '.join(str(f) for f in files)}")
 
 

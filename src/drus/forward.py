@@ -226,6 +226,13 @@ class PlaneWaveModel:
         o = np.asarray(reflectivity)
         if o.shape != self.grid.shape:
             raise ValueError(f"reflectivity must have the grid shape {self.grid.shape} (n_z, n_x), got {o.shape}")
+        if np.iscomplexobj(o):
+            raise TypeError("reflectivity is complex; H acts on a real reflectivity image (pass its real part explicitly)")
+        bad = ~np.isfinite(o)
+        if bad.any():
+            iz, ix = np.argwhere(bad)[0]
+            raise ValueError(f"reflectivity has {int(bad.sum())} NaN or inf pixel(s), the first at (iz, ix) = "
+                             f"({iz}, {ix}); every pixel must be finite")
         y = self.H @ o.reshape(-1).astype(self.dtype)
         return y.reshape(self.probe.n_elements, self.n_samples).T
 

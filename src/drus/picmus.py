@@ -321,6 +321,7 @@ def picmus_operator(
     cache_dir=None,
     device="cpu",
     progress: bool = True,
+    cache: bool = True,
 ):
     """``(beamformer, decomposed)``: ``BH`` from ``unknown_size²`` unknowns to the ``By`` grid, decomposed.
 
@@ -329,7 +330,8 @@ def picmus_operator(
     unknown_size`` pixels (:func:`drus.geometry.paper_grid`); when that is the measurement grid
     itself the operator is square. The decomposition is :func:`drus.decompose.decompose_bh`
     (cached on disk; computed once, minutes on a CPU for 128² unknowns). ``compute_dtype="float32"``
-    is the practical choice for 256² unknowns on a CPU (docs/decomposition.md).
+    is the practical choice for 256² unknowns on a CPU (docs/decomposition.md). ``cache=False``
+    decomposes in memory only (nothing read from or written to ``cache_dir``).
     """
     from .decompose import decompose_bh
     from .geometry import paper_grid, picmus
@@ -344,7 +346,7 @@ def picmus_operator(
         unknown = paper_grid(n) if geometry is None else grid.resized(n, n)
     bf = MatchedFilterBeamformer(probe, wave, grid, unknown_grid=unknown)
     op = decompose_bh(bf, threshold=threshold, compute_dtype=compute_dtype, cache_dir=cache_dir, device=device,
-                      progress=progress)
+                      progress=progress, cache=cache)
     return bf, op
 
 

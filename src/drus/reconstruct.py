@@ -132,13 +132,29 @@ def reconstruct(
         Seeds the sampler's generator (reproducible samples).
     """
     device = torch.device(device)
-    y_t = torch.as_tensor(np.asarray(y), dtype=torch.float32)
+    if (y.is_complex() if isinstance(y, torch.Tensor) else np.iscomplexobj(y)):
+        raise TypeError("y is complex; drus reconstructs real (RF) observations — pass the real part explicitly "
+                        "if that is what you mean, or an RF rather than an IQ image")
+    if not (np.isfinite(sigma0) and sigma0 >= 0):
+        raise ValueError(f"sigma0 must be a finite number ≥ 0, got {sigma0!r}")
+    y64 = (y.detach().cpu().double().numpy() if isinstance(y, torch.Tensor) else np.asarray(y, dtype=np.float64))
+    if y64.shape == tuple(operator.out_shape) and np.isfinite(y64).all():
+        peak = float(np.abs(y64).max(initial=0.0))
+        if peak == 0.0:
+            raise ValueError("y is all zeros: there is nothing to reconstruct")
+        if not _UNIT_RANGE[0] <= peak <= _UNIT_RANGE[1]:
+            # far from unit scale (e.g. a By × 1e30): float32 products of the samples would overflow or
+            # underflow. Reconstruct y / peak (the samples are linear in y's units) and scale back in float64.
+            log.info("observation peak %.3g: reconstructing y / peak and scaling the results back", peak)
+            rec = reconstruct(operator, y64 / peak, sigma0=float(sigma0) / peak, model=model, n_samples=n_samples,
+                              n_steps=n_steps, eta=eta, eta_b=eta_b, beta=beta, seed=seed, device=device,
+                              scale=None if scale is None else scale / peak, progress=progress)
+            return _rescaled(rec, peak, beta=beta)
+    y_t = torch.as_tensor(y64, dtype=torch.float32)  # the same float32 values as a direct cast
     if tuple(y_t.shape) != tuple(operator.out_shape):
         raise ValueError(f"y must have the operator's output shape {tuple(operator.out_shape)}, got {tuple(y_t.shape)}")
     if not torch.isfinite(y_t).all():
         raise ValueError("y contains NaN or inf")
-    if not (np.isfinite(sigma0) and sigma0 >= 0):
-        raise ValueError(f"sigma0 must be a finite number ≥ 0, got {sigma0!r}")
     operator.to(device=device)
     y_t = y_t.to(device)
     source = "given"
@@ -157,6 +173,29 @@ def reconstruct(
     var = drus_var(samples, beta=beta) if n_samples >= 2 else np.full(samples.shape[1:], np.nan, np.float32)
     return Reconstruction(samples=samples, mean=drus_mean(samples), var=var, scale=float(scale), timings=timings,
                           scale_source=source)
+
+
+#: Peak |y| outside this range is reconstructed as y / peak (float32 samples and their squares stay in range).
+_UNIT_RANGE = (1e-12, 1e12)
+
+
+def _as_float32_if_exact_range(a: np.ndarray) -> np.ndarray:
+    """float32 when every value survives the cast (finite, no non-zero flushed to zero), else float64."""
+    with np.errstate(over="ignore", under="ignore"):
+        a32 = a.astype(np.float32)
+    if np.isfinite(a32).all() and np.count_nonzero(a32) == np.count_nonzero(a):
+        return a32
+    return a
+
+
+def _rescaled(rec: Reconstruction, factor: float, *, beta: float) -> Reconstruction:
+    """``rec`` of ``y / factor`` in the units of ``y``: samples and mean × factor, DRUSvar × factor^(1/β)."""
+    samples = rec.samples.astype(np.float64) * factor
+    var = rec.var.astype(np.float64) * factor ** (1.0 / beta)  # p̂ = (Σ|ô − mean|² / (C − 1))^(1/(2β))
+    mean = rec.mean.astype(np.float64) * factor
+    return Reconstruction(samples=_as_float32_if_exact_range(samples), mean=_as_float32_if_exact_range(mean),
+                          var=_as_float32_if_exact_range(var), scale=rec.scale * factor, timings=rec.timings,
+                          scale_source=rec.scale_source)
 
 
 def deno(image, *, sigma0: float, model: torch.nn.Module, **kwargs) -> Reconstruction:
