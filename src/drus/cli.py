@@ -287,7 +287,11 @@ def evaluate_by_check(dataset, out_dir, data_root, overwrite) -> None:
 
 
 @main.command()
-@click.option("--size", type=click.IntRange(min=2), required=True, help="Grid side n: the paper's field of view (x −18…18 mm, z 10…46 mm) at n × n pixels.")
+@click.option("--size", type=click.IntRange(min=2), default=None, help="Grid side n: the paper's field of view (x −18…18 mm, z 10…46 mm) at n × n pixels; with --acquisition, pixels along the grid's longer side, as in drus reconstruct.")
+@click.option("--acquisition", type=click.Path(exists=True, dir_okay=False), default=None, help="Decompose BH of this channel-data file on the grid drus reconstruct would use (with the same --angle, --x-range, --z-range, --size): warms its cache.")
+@click.option("--angle", type=float, default=None, help="With --acquisition: steering angle in degrees (default: nearest 0°).")
+@click.option("--x-range", nargs=2, type=float, default=None, help="With --acquisition: lateral extent in mm.")
+@click.option("--z-range", nargs=2, type=float, default=None, help="With --acquisition: depth extent in mm.")
 @click.option("--method", type=click.Choice(["gram", "svd"]), default="gram", show_default=True, help="Eigendecomposition of AᵀA (faster) or SVD of A.")
 @click.option("--threshold", type=click.FloatRange(min=0, max=1, max_open=True), default=1e-3, show_default=True, help="Components with s ≤ threshold·s1 get s = 0 (sampled from the prior).")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True, help="Storage dtype of V.")
@@ -298,8 +302,12 @@ def evaluate_by_check(dataset, out_dir, data_root, overwrite) -> None:
 @click.option("--no-cache", is_flag=True, help="Compute in memory only (nothing read or written).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random and speckle test inputs.")
 @click.option("--threads", type=int, default=None, help="CPU threads for torch (LAPACK/BLAS follow OMP_NUM_THREADS).")
-def decompose(size, method, threshold, dtype, compute_dtype, complement, device, cache_dir, no_cache, seed, threads) -> None:
+def decompose(size, acquisition, angle, x_range, z_range, method, threshold, dtype, compute_dtype, complement, device, cache_dir, no_cache, seed, threads) -> None:
     """Precompute (or load) the exact flip-split decomposition of BH and report its cost and accuracy."""
+    if acquisition is not None:
+        return _decompose_acquisition(Path(acquisition), **click.get_current_context().params)
+    if size is None:
+        raise click.UsageError("give --size N (the paper's field of view at N × N pixels) or --acquisition FILE")
     import resource
     import time
 
@@ -507,11 +515,15 @@ def _read_observation(path: Path, method: str, shape: tuple[int, int], layout: s
 @click.option("--phantom", type=click.Path(exists=True, dir_okay=False), default=None, help="PICMUS phantom HDF5: adds gCNR/SNR/FWHM (metrics JSON).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Decomposition cache.")
 @click.option("--no-cache", is_flag=True, help="Decompose in memory only (no cache read or written).")
+@click.option("--angle", type=float, default=None, help="Channel data: steering angle in degrees of the transmit to use (default: the one nearest 0°).")
+@click.option("--x-range", nargs=2, type=float, default=None, help="Channel data: lateral extent in mm (default: the aperture).")
+@click.option("--z-range", nargs=2, type=float, default=None, help="Channel data: depth extent in mm (default: 10 λ to the deepest recorded echo).")
+@click.option("--size", "grid_size", type=click.IntRange(min=8), default=None, help="Channel data: pixels along the longer side of the grid (default: λ/2 pixels, capped at 128² unknowns).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
 @click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run of this observation and method in --out.")
-def reconstruct_command(observation, method, dataset, sigma0, layout, unknown_size, n_samples, n_steps, threshold, compute_dtype, prior, out_dir, phantom, cache_dir, no_cache, device, seed, threads, overwrite) -> None:
+def reconstruct_command(observation, method, angle, x_range, z_range, grid_size, dataset, sigma0, layout, unknown_size, n_samples, n_steps, threshold, compute_dtype, prior, out_dir, phantom, cache_dir, no_cache, device, seed, threads, overwrite) -> None:
     """Reconstruct one observation: a DRUS By .mat, a DENO By .mat or PICMUS/USTB channel data.
 
     A .mat is read as a DRUS By (column-major, by_drus/) for das and drus-*, as a DENO input
@@ -536,6 +548,8 @@ def reconstruct_command(observation, method, dataset, sigma0, layout, unknown_si
     from .train import resolve_device
 
     path = Path(observation)
+    if _is_acquisition_file(path) and not dataset and infer_dataset(path) is None:
+        return _reconstruct_acquisition(path, **click.get_current_context().params)
     ds = PICMUS_SETS[dataset] if dataset else infer_dataset(path)
     if ds is not None and not dataset:
         click.echo(f"dataset: {ds.name} (inferred from the file name; --dataset to change)")
@@ -645,6 +659,168 @@ def reconstruct_command(observation, method, dataset, sigma0, layout, unknown_si
     for stale in set(candidates.values()) - set(files):  # (--overwrite) no result of an earlier run left beside these
         stale.unlink(missing_ok=True)
     click.echo(f"wrote {', '.join(str(f) for f in files)}")
+
+
+# --- drus reconstruct / decompose on any plane-wave acquisition (drus.acquisition) -------------------
+def _is_acquisition_file(path: Path) -> bool:
+    """Whether ``path`` holds channel data that :func:`drus.acquisition.read_acquisition` reads
+    (a minimal-layout ``.npz``/HDF5, PICMUS/USTB UFF, Field II, or a Verasonics-style ``.mat`` with ``RF1``)."""
+    import h5py
+
+    from .io import USTB_DATASET, DataFileError, _MatFile
+
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        return True
+    try:
+        if suffix == ".mat":
+            with _MatFile(path) as mat:
+                return "RF1" in mat.keys()
+        if h5py.is_hdf5(path):
+            with h5py.File(path, "r") as f:
+                return "channel_data" in f or USTB_DATASET in f or "data/rf_data" in f
+    except (DataFileError, OSError):
+        return False
+    return False
+
+
+def _acquisition_setup(path: Path, *, angle, x_range, z_range, size):
+    """``(acquisition, beamformer, split)`` exactly as ``drus reconstruct`` builds them for a channel-data file."""
+    import math
+
+    from .acquisition import default_grid, read_acquisition
+    from .decompose import resolve_split
+
+    acq = read_acquisition(path, angle=None if angle is None else math.radians(angle))
+    acq = acq.with_spectrum()
+    click.echo(acq.describe())
+    if acq.spectrum_source == "channel-data spectrum":
+        click.echo("  pulse: centre frequency and bandwidth estimated from the channel data's spectrum (not in the file)")
+    grid = default_grid(acq, x_range=None if not x_range else (x_range[0] * 1e-3, x_range[1] * 1e-3),
+                        z_range=None if not z_range else (z_range[0] * 1e-3, z_range[1] * 1e-3), size=size)
+    click.echo(f"grid: {grid} (pixels {grid.dx * 1e3:.3f} × {grid.dz * 1e3:.3f} mm, λ = {acq.wavelength * 1e3:.3f} mm)")
+    bf = acq.beamformer(grid)
+    split = resolve_split(bf, "auto")
+    return acq, bf, split
+
+
+def _announce_decomposition(bf, split: str, compute_dtype: str, *, threshold: float, cache_dir, cache: bool) -> None:
+    """Print the predicted time and memory of the decomposition (or that it is cached); refuse what cannot fit."""
+    from .acquisition import check_memory, decomposition_cost
+    from .decompose import _paths, cache_key, default_cache_dir, NoSplit, FlipSplit
+
+    cost = decomposition_cost(bf, split=split, compute_dtype=compute_dtype)
+    folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    if cache:
+        key = cache_key(bf, threshold=threshold, compute_dtype=compute_dtype, split=split)
+        parities = (NoSplit if split == "none" else FlipSplit).parities
+        if all(f.exists() for p in parities for f in _paths(folder, key, p)):
+            click.echo(f"decomposition of BH: cached ({folder}, key {key[:12]}…)")
+            return
+    click.echo(f"decomposition of BH: {cost.describe()} (estimated from docs/decomposition.md)")
+    check_memory(cost)
+
+
+def _reconstruct_acquisition(path: Path, *, method, sigma0, angle, x_range, z_range, grid_size, n_samples, n_steps,
+                             threshold, compute_dtype, prior, out_dir, cache_dir, device, seed, threads,
+                             no_cache=False, overwrite=False, **_unused) -> None:
+    """``drus reconstruct`` on a channel-data file: any plane-wave acquisition (drus.acquisition)."""
+    from .beamform import bmode, das
+    from .decompose import decompose_bh
+    from .io import save_images_hdf5
+    from .metrics import to_db
+    from .noise import estimate_sigma0
+    from .outputs import check_writable_dir, refuse_overwrite
+    from .picmus import method_envelope
+    from .plotting import save_bmode_figure
+    from .train import resolve_device
+
+    if method == "deno-mean" and sigma0 is None:
+        raise click.UsageError("deno-mean on channel data needs --sigma0 (noise std of the By image normalised to max 1)")
+    if method == "drus-var" and n_samples < 2:
+        raise click.BadParameter("drus-var needs at least 2 samples", param_hint="--samples")
+    if sigma0 is not None and not (np.isfinite(sigma0) and sigma0 >= 0):
+        raise click.BadParameter(f"must be a finite number ≥ 0, got {sigma0}", param_hint="--sigma0")
+    out = check_writable_dir(out_dir)
+    stem = f"{path.stem}_{method}"
+    files_out = {"hdf5": out / f"{stem}.hdf5", "png": out / f"{stem}.png"}
+    refuse_overwrite(files_out.values(), overwrite=overwrite)
+
+    acq, bf, split = _acquisition_setup(path, angle=angle, x_range=x_range, z_range=z_range, size=grid_size)
+    grid = bf.grid
+    _torch_threads(threads)
+    dev = resolve_device(device)
+    model = None
+    if method != "das":
+        from .reconstruct import load_prior
+
+        model = load_prior(prior, device=dev)
+        _check_size_multiple(model, grid.n_z, "--size")
+        _check_size_multiple(model, grid.n_x, "--size")
+    by = bf.beamform(acq.channel_data)
+    das_image = das(acq.channel_data, probe=bf.model.probe, waves=bf.model.wave, grid=grid)
+    panels = {"DAS, 1 plane wave": bmode(das_image), "By (matched filter)": to_db(method_envelope("DRUSmean", by))}
+    arrays = {"by": by, "das": das_image}
+    attrs = {"method": method, "observation": str(path), "angle_deg": float(np.degrees(acq.angle)),
+             "center_frequency": float(acq.center_frequency), "bandwidth": float(acq.bandwidth),
+             "pulse_source": acq.spectrum_source or "file", "transmit": acq.transmit}
+    image, amp = by, method_envelope("DRUSmean", by)
+    if method in ("drus-mean", "drus-var"):
+        from .reconstruct import reconstruct
+
+        _announce_decomposition(bf, split, compute_dtype, threshold=threshold, cache_dir=cache_dir, cache=not no_cache)
+        op = decompose_bh(bf, threshold=threshold, compute_dtype=compute_dtype, cache_dir=cache_dir, cache=not no_cache,
+                          device=dev, split=split)
+        if sigma0 is None:
+            sigma0, source = estimate_sigma0(op, by)
+            click.echo(f"σ0 = {sigma0:.4g} (estimated from the data: {source})")
+        else:
+            source = "given (--sigma0)"
+            click.echo(f"σ0 = {sigma0:g} (given)")
+        rec = reconstruct(op, by, sigma0=float(sigma0), model=model, n_samples=n_samples, n_steps=n_steps, seed=seed,
+                          device=dev)
+        arrays.update(samples=rec.samples, mean=rec.mean, var=rec.var)
+        panels["DRUSmean"] = to_db(method_envelope("DRUSmean", rec.mean))
+        panels["DRUSvar"] = to_db(method_envelope("DRUSvar", rec.var))
+        image = rec.mean if method == "drus-mean" else rec.var
+        amp = method_envelope("DRUSmean" if method == "drus-mean" else "DRUSvar", image)
+        attrs.update(sigma0=float(sigma0), sigma0_source=source, split=split, decomposition_key=op.metadata["key"])
+        click.echo(f"{'DRUSmean' if method == 'drus-mean' else 'DRUSvar'}: {n_samples} samples, {n_steps} steps, "
+                   f"{rec.timings.get('seconds_total', float('nan')):.1f} s")
+    elif method == "deno-mean":
+        from .reconstruct import deno
+
+        by_n = by / np.abs(by).max()
+        rec = deno(by_n, sigma0=float(sigma0), model=model, n_samples=n_samples, n_steps=n_steps, seed=seed, device=dev)
+        arrays["samples"] = rec.samples
+        image, amp = rec.mean, method_envelope("DENOmean", rec.mean)
+        panels["DENOmean"] = to_db(amp)
+        attrs.update(sigma0=float(sigma0), sigma0_source="given (--sigma0)")
+    files = [save_images_hdf5(files_out["hdf5"], grid=grid, image=image, amplitude=amp, **arrays, attrs=attrs),
+             save_bmode_figure(panels, grid, files_out["png"], title=f"{path.name}: [−60, 0] dB")]
+    click.echo(f"wrote {', '.join(str(f) for f in files)}")
+
+
+def _decompose_acquisition(path: Path, *, size, angle, x_range, z_range, method, threshold, dtype, compute_dtype,
+                           complement, device, cache_dir, no_cache, threads, **_unused) -> None:
+    """``drus decompose --acquisition FILE``: the decomposition ``drus reconstruct FILE`` will read."""
+    import time
+
+    import torch
+
+    from .decompose import decompose_bh
+    from .train import resolve_device
+
+    if threads:
+        torch.set_num_threads(threads)
+    dev = resolve_device(device)
+    _, bf, split = _acquisition_setup(path, angle=angle, x_range=x_range, z_range=z_range, size=size)
+    _announce_decomposition(bf, split, compute_dtype, threshold=threshold, cache_dir=cache_dir, cache=not no_cache)
+    t0 = time.perf_counter()
+    op = decompose_bh(bf, method=method, threshold=threshold, dtype=dtype, compute_dtype=compute_dtype,
+                      complement=complement, device=dev, cache_dir=cache_dir, cache=not no_cache, split=split)
+    click.echo(f"{op} in {time.perf_counter() - t0:.1f} s; split {split}"
+               + (f"; cache {op.metadata['cache_dir']} (key {op.metadata['key'][:12]}…)" if op.metadata.get("cache_dir") else ""))
 
 
 if __name__ == "__main__":  # pragma: no cover
