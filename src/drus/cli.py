@@ -332,7 +332,7 @@ def decompose(size, acquisition, angle, x_range, z_range, method, threshold, dty
         op = decompose_bh(bf, method=method, threshold=threshold, dtype=dtype, compute_dtype=compute_dtype,
                           complement=complement, device=dev, cache_dir=cache_dir, cache=not no_cache, progress=True)
     except ValueError as exc:
-        raise click.UsageError(str(exc))
+        raise click.UsageError(one_line(exc))
     t_dec = time.perf_counter() - t0
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB → GiB (Linux)
 
@@ -433,7 +433,7 @@ def evaluate_picmus_command(sets, unknown_size, n_samples, n_steps, threshold, c
                                  data_root=data_root, cache_dir=cache_dir,
                                  out_dir=out_dir)
     except (ValueError, FileNotFoundError) as exc:
-        raise click.UsageError(str(exc))
+        raise click.UsageError(one_line(exc))
     click.echo(result.table())
     click.echo(f"\nwrote {out_dir}/: {', '.join(f'{n}.hdf5' for n in names)}, table.md, results.json, picmus.png")
 
@@ -482,9 +482,6 @@ def _read_observation(path: Path, method: str, shape: tuple[int, int], layout: s
     try:
         if path.suffix.lower() == ".mat":
             by = read_drus_by(path, shape=shape)
-            if np.iscomplexobj(by):
-                raise click.BadParameter(f"{path}: By is complex; drus reconstructs real (RF) By images",
-                                         param_hint="OBSERVATION")
             used = _by_layout(path, float(np.abs(by).max()), layout, method)
             return "by", (by if used == "drus" else read_deno_by(path, shape=shape)), used
         if layout is not None:
@@ -604,13 +601,13 @@ def reconstruct_command(observation, method, angle, x_range, z_range, grid_size,
             bf, op = picmus_operator(unknown_size, threshold=threshold, compute_dtype=compute_dtype, cache_dir=cache_dir,
                                      device=dev, cache=not no_cache)
         except ValueError as exc:
-            raise click.UsageError(str(exc))
+            raise click.UsageError(one_line(exc))
     if kind == "channel":
         bf = op.beamformer if op is not None else MatchedFilterBeamformer(probe, wave, grid)
         try:
             by = channel_data_to_by(data, bf, by_factor=ds.by_factor if ds else 1.0)
         except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="OBSERVATION")
+            raise click.BadParameter(one_line(exc), param_hint="OBSERVATION")
     else:
         by = data
     if method == "deno-mean" and kind == "channel":

@@ -7,7 +7,8 @@ with ``learn_sigma`` the network also outputs the interpolation ``v`` of its log
 
 Optimiser AdamW, linear warm-up, gradient clipping, an exponential moving average (EMA) of the
 weights, bf16 autocast on CUDA, and checkpoints with full resume: ``<out>/state.pt`` holds model, EMA,
-optimiser and step; ``<out>/prior.safetensors`` + ``prior.json`` hold the EMA weights in drus's own
+optimiser, generator state and step as tensors and plain data only (loaded with ``weights_only=True``
+onto the CPU: a file with any other pickled object is refused, never run); ``<out>/prior.safetensors`` + ``prior.json`` hold the EMA weights in drus's own
 checkpoint format (:mod:`drus.checkpoint`). A log line per ``log_every`` steps goes to ``train.log``.
 
 Images follow the normalisation convention of :mod:`drus.data` (RMS 0.25).

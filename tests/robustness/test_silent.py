@@ -65,15 +65,6 @@ def test_complex_input_is_an_error_not_a_warning(tiny_probe, tiny_wave, tiny_gri
         reconstruct(Identity((4, 4)), np.ones((4, 4)) * 1j, sigma0=0.1, model=torch.nn.Identity())
 
 
-def test_a_complex_by_file_is_refused(small_picmus, tmp_path):
-    mat = scipy.io.loadmat(small_picmus / "by_drus" / "expe_cont.mat")["By"]
-    (tmp_path / "by_drus").mkdir()
-    scipy.io.savemat(tmp_path / "by_drus" / "expe_cont.mat", {"By": mat * (1 + 0.5j)})
-    run = _reconstruct(small_picmus, tmp_path / "by_drus" / "expe_cont.mat", tmp_path / "out", "--method", "das")
-    assert_error(run, "expe_cont.mat", "complex")
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
-
-
 # --- a By far from unit scale ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("factor", [1e30, 1e-30])
 def test_a_by_scaled_by_1e30_or_1e_minus_30_gives_the_same_drusvar_scaled(small_picmus, tmp_path, factor):
