@@ -270,6 +270,10 @@ def evaluate_by_check(dataset, out_dir, data_root, overwrite) -> None:
 
     ds = PICMUS_SETS[dataset]
     files = ds.files(data_root)
+    for key in ("phantom", "by_drus"):
+        if not Path(files[key]).is_file():
+            raise click.BadParameter(f"{files[key]} not found; point --data at the reference folder (the one "
+                                     "holding picmus/), or set $DRUS_REFERENCE_DATA", param_hint="--data")
     out = check_writable_dir(out_dir)
     refuse_overwrite([out / f"{dataset}.png", out / f"{dataset}.json"], overwrite=overwrite)
     probe, wave, grid = picmus(256)
@@ -293,7 +297,7 @@ def evaluate_by_check(dataset, out_dir, data_root, overwrite) -> None:
 @click.option("--x-range", nargs=2, type=float, default=None, help="With --acquisition: lateral extent in mm.")
 @click.option("--z-range", nargs=2, type=float, default=None, help="With --acquisition: depth extent in mm.")
 @click.option("--method", type=click.Choice(["gram", "svd"]), default="gram", show_default=True, help="Eigendecomposition of AᵀA (faster) or SVD of A.")
-@click.option("--threshold", type=click.FloatRange(min=0, max=1, max_open=True), default=1e-3, show_default=True, help="Components with s ≤ threshold·s1 get s = 0 (sampled from the prior).")
+@click.option("--threshold", type=float, default=1e-3, show_default=True, help="Components with s ≤ threshold·s1 get s = 0 (sampled from the prior).")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True, help="Storage dtype of V.")
 @click.option("--compute-dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True, help="dtype of the dense blocks and their decomposition.")
 @click.option("--complement", type=click.Choice(["auto", "basis", "projector"]), default="auto", show_default=True, help="Complete V, or kept vectors + implicit complement.")

@@ -77,3 +77,11 @@ def test_no_cache_reads_and_writes_no_cache(small_picmus, tmp_path):
     assert run.code == 0, run
     assert not cache.exists()
     assert (tmp_path / "out" / "expe_cont_drus-var.hdf5").is_file()
+
+
+def test_evaluate_picmus_checks_the_unknown_size_before_the_decomposition(small_picmus, tmp_path, no_work):
+    run = run_drus("evaluate", "picmus", "--sets", "expe_cont", "--unknown-size", 15, "--prior",
+                   small_picmus / "prior.safetensors", "--out", tmp_path / "res", "--data", tmp_path,
+                   "--cache-dir", tmp_path / "cache", "--device", "cpu")
+    assert_error(run, "--unknown-size", "15")
+    assert not (tmp_path / "cache").exists()

@@ -67,3 +67,19 @@ def test_an_empty_range_is_named(tmp_path):
     (tmp_path / "cd.h5").write_bytes(b"")
     run = drus("beamform", tmp_path / "cd.h5", "--x-range", "5", "-5", "--out", tmp_path / "b.png")
     assert_error(run, "--x-range", "MIN < MAX")
+
+
+@pytest.mark.parametrize("command", [["demo", "--size", "0"], ["decompose", "--size", "0"],
+                                     ["evaluate", "numerical", "--size", "-4"]])
+def test_a_non_positive_grid_size_is_an_option_error_not_a_linspace_message(command, tmp_path):
+    run = drus(*command, *(["--out", tmp_path / "o"] if command[0] != "decompose" else ["--no-cache"]))
+    line = assert_error(run, "--size")
+    assert "linspace" not in line and "Number of samples" not in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_missing_reference_folder_is_one_line(tmp_path):
+    missing = tmp_path / "no-such-data"
+    run = drus("evaluate", "by-check", "--data", missing, "--out", tmp_path / "o")
+    assert_error(run, str(missing))
+    assert not (tmp_path / "o").exists()
