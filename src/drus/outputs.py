@@ -102,7 +102,7 @@ def write_text_atomic(path, text: str) -> Path:
 
 
 def check_writable_dir(path, *, option: str = "--out", fix: str = "choose a writable folder") -> Path:
-    """Create the folder ``path`` if needed and check that files can be written in it.
+    """Check that the folder ``path`` can be created (if missing) and written to; leaves nothing behind.
 
     Raises
     ------
@@ -113,6 +113,7 @@ def check_writable_dir(path, *, option: str = "--out", fix: str = "choose a writ
     folder = Path(path).expanduser()
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{option} {folder}: exists and is not a folder; {fix}")
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".drus-write-test.{os.getpid()}.tmp"
@@ -121,6 +122,12 @@ def check_writable_dir(path, *, option: str = "--out", fix: str = "choose a writ
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise ValueError(f"{option} {folder}: cannot write there ({reason}); {fix}") from None
+    finally:  # a check leaves no trace: the folders are created again when the results are written
+        for p in created:
+            try:
+                p.rmdir()
+            except OSError:
+                break
     return folder
 
 

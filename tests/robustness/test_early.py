@@ -50,7 +50,7 @@ def test_a_bad_phantom_fails_before_the_decomposition(small_picmus, tmp_path, no
     bad.write_bytes(b"not hdf5")
     run = _drus_var(small_picmus, tmp_path / "out", "--unknown-size", 16, "--phantom", bad)
     assert_error(run, "--phantom", str(bad))
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert not (tmp_path / "out").exists()
 
 
 def test_an_unknown_size_the_prior_cannot_take_fails_before_it_is_decomposed(small_picmus, tmp_path, no_work):
