@@ -104,3 +104,14 @@ def test_output_hdf5_files_get_the_permissions_of_the_pngs(small_picmus, tmp_pat
     assert mode(out / "expe_cont_das.hdf5") == mode(out / "expe_cont_das.png")
     (tmp_path / "plain").write_text("")  # what open() gives a new file under this umask
     assert mode(out / "expe_cont_das.hdf5") == mode(tmp_path / "plain")
+
+
+def test_a_killed_writers_temporary_file_is_cleaned_up(small_picmus, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / f".expe_cont_das.hdf5.{2**22 + 4321}.tmp"  # a pid above the default pid_max: its writer is gone
+    stale.write_bytes(b"half an HDF5 file")
+    run = _das(small_picmus, out)
+    assert run.code == 0, run
+    assert not stale.exists()
+    assert {p.name for p in out.iterdir()} == {"expe_cont_das.hdf5", "expe_cont_das.png"}
