@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import drus.decompose as decomposition
-from robustness_helpers import assert_error, drus, snapshot
+from .robustness_helpers import assert_error, drus, snapshot
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -6,7 +6,7 @@ import pytest
 
 import drus.picmus
 import drus.reconstruct
-from robustness_helpers import assert_error, drus as run_drus, snapshot
+from .robustness_helpers import assert_error, drus as run_drus, snapshot
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,7 +10,7 @@ import h5py
 import pytest
 import torch
 
-from robustness_helpers import assert_error, drus, snapshot
+from .robustness_helpers import assert_error, drus, snapshot
 
 
 @pytest.fixture

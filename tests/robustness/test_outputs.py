@@ -8,7 +8,7 @@ import stat
 import numpy as np
 import pytest
 
-from robustness_helpers import assert_error, drus, snapshot
+from .robustness_helpers import assert_error, drus, snapshot
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robustness_helpers import assert_error, drus, snapshot
+from .robustness_helpers import assert_error, drus, snapshot
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,7 +10,7 @@ import scipy.io
 import torch
 
 from drus.io import load_images_hdf5
-from robustness_helpers import assert_error, drus, snapshot
+from .robustness_helpers import assert_error, drus, snapshot
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,0 +1,1 @@
+"""The robustness corpus: bad inputs through the command line (see conftest.py)."""
