@@ -23,7 +23,8 @@ USER_ERRORS = (ValueError, TypeError, OSError, FloatingPointError)
 
 def one_line(exc: BaseException) -> str:
     """The message of ``exc`` on one line (whitespace runs, newlines included, become one space)."""
-    text = " ".join(str(exc).split())
+    message = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else exc  # KeyError quotes its str
+    text = " ".join(str(message).split())
     if isinstance(exc, OSError) and exc.filename is not None and str(exc.filename) not in text:
         text = f"{exc.filename}: {text}"
     return text or type(exc).__name__

@@ -83,3 +83,18 @@ def test_a_missing_reference_folder_is_one_line(tmp_path):
     run = drus("evaluate", "by-check", "--data", missing, "--out", tmp_path / "o")
     assert_error(run, str(missing))
     assert not (tmp_path / "o").exists()
+
+
+def test_a_phantom_file_missing_a_field_is_one_unquoted_line(tmp_path):
+    """The reader's PicmusFieldError is a KeyError (whose str is quoted) and a ValueError."""
+    root = tmp_path / "data"
+    (root / "picmus" / "by_drus").mkdir(parents=True)
+    (root / "picmus" / "phantoms").mkdir()
+    (root / "picmus" / "by_drus" / "simu_cont.mat").write_bytes(b"")
+    bad = root / "picmus" / "phantoms" / "picmus_phantom_2.hdf5"
+    with h5py.File(bad, "w") as f:
+        f.create_group("US/US_DATASET0000")
+    run = drus("evaluate", "by-check", "--data", root, "--out", tmp_path / "out")
+    line = assert_error(run, str(bad), "phantom_occlusionCenterX")
+    assert not line.startswith("Error: '") and not line.rstrip().endswith("'")
+    assert not (tmp_path / "out").exists()
