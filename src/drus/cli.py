@@ -556,12 +556,17 @@ def reconstruct_command(observation, method, angle, x_range, z_range, grid_size,
     if ds is not None and not dataset:
         click.echo(f"dataset: {ds.name} (inferred from the file name; --dataset to change)")
     sigma_given = sigma0 is not None
+    sigma_source = "given (--sigma0)" if sigma_given else ""
     if method != "das" and sigma0 is None:
-        if ds is None:
+        if ds is None and method == "deno-mean":
             raise click.UsageError(
                 f"σ0 unknown for {path.name}: no --dataset and the file name matches no PICMUS set "
-                f"({', '.join(PICMUS_SETS)}); pass --sigma0 (noise std in the observation's units) or --dataset NAME")
-        sigma0 = ds.sigma0_deno if method == "deno-mean" else ds.sigma0_drus
+                f"({', '.join(PICMUS_SETS)}), and deno-mean cannot estimate it (its operator, the identity, passes "
+                "image and noise alike); pass --sigma0 (noise std of the max-normalised image) or --dataset NAME")
+        if ds is not None:
+            sigma0 = ds.sigma0_deno if method == "deno-mean" else ds.sigma0_drus
+            sigma_source = f"the paper's σ0 of PICMUS {ds.name}"
+        # drus-* without a dataset: σ0 is estimated from the observation once BH is decomposed (drus.noise)
     if sigma0 is not None and not (np.isfinite(sigma0) and sigma0 >= 0):
         raise click.BadParameter(f"must be a finite number ≥ 0, got {sigma0}", param_hint="--sigma0")
     if method == "drus-var" and n_samples < 2:
@@ -627,6 +632,11 @@ def reconstruct_command(observation, method, angle, x_range, z_range, grid_size,
     else:
         from .reconstruct import deno, reconstruct
 
+        if sigma0 is None:  # drus-* on the By of an unknown acquisition
+            from .noise import estimate_sigma0
+
+            sigma0, sigma_source = estimate_sigma0(op, by)
+            click.echo(f"σ0 = {sigma0:.4g} (estimated from the data: {sigma_source})")
         kw = dict(sigma0=float(sigma0), model=model, n_samples=n_samples, n_steps=n_steps, seed=seed, device=dev)
         if method == "deno-mean":
             rec = deno(by, **kw)
@@ -643,7 +653,7 @@ def reconstruct_command(observation, method, angle, x_range, z_range, grid_size,
     panels[name] = to_db(amp)
     files.append(save_images_hdf5(candidates["hdf5"], grid=img_grid, image=image, amplitude=amp, **arrays,
                                   attrs={"method": method, "observation": str(path), "sigma0": float(sigma0 or 0.0),
-                                         "dataset": ds.name if ds else "", "by_layout": by_layout or "channel data"}))
+                                         "dataset": ds.name if ds else "", "sigma0_source": sigma_source, "by_layout": by_layout or "channel data"}))
     if img_grid == grid:
         files.append(save_bmode_figure(panels, grid, candidates["png"], title=f"{path.name}: [−60, 0] dB"))
     else:  # the DRUS image lives on the coarser unknown grid: one figure each
