@@ -375,3 +375,27 @@ def test_by_file_of_an_unknown_acquisition_gets_sigma0_from_the_data(reference_d
     assert saved.attrs["sigma0"] == pytest.approx(expected, rel=1e-6)
     # a noise level, below the observation's RMS (the paper's tuned σ0 for this set, 65, is not: docs/acquisitions.md)
     assert 0 < expected < float(np.sqrt(np.mean(by.astype(np.float64) ** 2)))
+
+
+def test_decompose_warms_the_cache_that_reconstruct_reads(tmp_path):
+    """``drus decompose --acquisition FILE`` and ``drus reconstruct FILE`` agree on grid, split and cache key."""
+    from click.testing import CliRunner
+
+    from drus.cli import main
+
+    acq = tiny_acquisition(angle=math.radians(2.0), n_samples=300)
+    path = write_acquisition(tmp_path / "steered.npz", acq)
+    geometry = ["--x-range", "-1", "1", "--z-range", "4", "6", "--size", "16"]
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    warm = CliRunner().invoke(main, ["decompose", "--acquisition", str(path), *geometry, *cache, "--device", "cpu"])
+    assert warm.exit_code == 0, warm.output
+    assert "1 block (no flip symmetry) of 256 unknowns" in warm.output and "split none" in warm.output
+    files = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert len(files) == 2 and files[0].endswith("-full.json")
+    rec = CliRunner().invoke(main, ["reconstruct", str(path), "--method", "drus-mean", "--samples", "1", "--steps", "2",
+                                    *geometry, *cache, "--out", str(tmp_path / "out"), "--device", "cpu"])
+    assert rec.exit_code == 0, rec.output
+    assert "decomposition of BH: cached" in rec.output
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == files
+    bad = CliRunner().invoke(main, ["decompose", *cache])
+    assert bad.exit_code != 0 and "--size" in bad.output

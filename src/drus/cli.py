@@ -310,7 +310,7 @@ def evaluate_by_check(dataset, out_dir, data_root, overwrite) -> None:
 def decompose(size, acquisition, angle, x_range, z_range, method, threshold, dtype, compute_dtype, complement, device, cache_dir, no_cache, seed, threads) -> None:
     """Precompute (or load) the exact flip-split decomposition of BH and report its cost and accuracy."""
     if acquisition is not None:
-        return _decompose_acquisition(Path(acquisition), **click.get_current_context().params)
+        return _decompose_acquisition(acquisition, **click.get_current_context().params)
     if size is None:
         raise click.UsageError("give --size N (the paper's field of view at N × N pixels) or --acquisition FILE")
     import resource
@@ -791,9 +791,11 @@ def _reconstruct_acquisition(path: Path, *, method, sigma0, angle, x_range, z_ra
             click.echo(f"σ0 = {sigma0:g} (given)")
         rec = reconstruct(op, by, sigma0=float(sigma0), model=model, n_samples=n_samples, n_steps=n_steps, seed=seed,
                           device=dev)
-        arrays.update(samples=rec.samples, mean=rec.mean, var=rec.var)
+        arrays.update(samples=rec.samples, mean=rec.mean)
         panels["DRUSmean"] = to_db(method_envelope("DRUSmean", rec.mean))
-        panels["DRUSvar"] = to_db(method_envelope("DRUSvar", rec.var))
+        if n_samples >= 2:  # DRUSvar needs two samples
+            arrays["var"] = rec.var
+            panels["DRUSvar"] = to_db(method_envelope("DRUSvar", rec.var))
         image = rec.mean if method == "drus-mean" else rec.var
         amp = method_envelope("DRUSmean" if method == "drus-mean" else "DRUSvar", image)
         attrs.update(sigma0=float(sigma0), sigma0_source=source, split=split, decomposition_key=op.metadata["key"])
@@ -813,7 +815,7 @@ def _reconstruct_acquisition(path: Path, *, method, sigma0, angle, x_range, z_ra
     click.echo(f"wrote {', '.join(str(f) for f in files)}")
 
 
-def _decompose_acquisition(path: Path, *, size, angle, x_range, z_range, method, threshold, dtype, compute_dtype,
+def _decompose_acquisition(path, *, size, angle, x_range, z_range, method, threshold, dtype, compute_dtype,
                            complement, device, cache_dir, no_cache, threads, **_unused) -> None:
     """``drus decompose --acquisition FILE``: the decomposition ``drus reconstruct FILE`` will read."""
     import time
@@ -826,7 +828,7 @@ def _decompose_acquisition(path: Path, *, size, angle, x_range, z_range, method,
     if threads:
         torch.set_num_threads(threads)
     dev = resolve_device(device)
-    _, bf, split = _acquisition_setup(path, angle=angle, x_range=x_range, z_range=z_range, size=size)
+    _, bf, split = _acquisition_setup(Path(path), angle=angle, x_range=x_range, z_range=z_range, size=size)
     _announce_decomposition(bf, split, compute_dtype, threshold=threshold, cache_dir=cache_dir, cache=not no_cache)
     t0 = time.perf_counter()
     op = decompose_bh(bf, method=method, threshold=threshold, dtype=dtype, compute_dtype=compute_dtype,
