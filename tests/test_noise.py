@@ -99,3 +99,32 @@ def test_bad_observations_are_refused(rectangular):
     y[0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         estimate_sigma0(op, y)
+
+
+@pytest.mark.parametrize("sigma_n", (0.01, 0.1))
+def test_channel_noise_from_the_band_above_the_pulse(sigma_n):
+    """Simulated echoes + white channel noise of known std: σn within ±10 %, RMS of B n within ±20 %."""
+    from drus.noise import channel_noise, channel_noise_in_by
+    from drus.pulse import gaussian_pulse
+
+    # a 4 MHz, 50 % pulse sampled at 20.8 MHz: 7–9.9 MHz is noise only (the PICMUS pulse at fs = 4 f0 has no such band)
+    pulse = gaussian_pulse(center_frequency=4e6, bandwidth=0.5, sampling_frequency=20.832e6)
+    bf = MatchedFilterBeamformer(PROBE, WAVE, GRID, pulse=pulse)
+    rng = np.random.default_rng(7)
+    y = bf.model.simulate(rng.standard_normal(GRID.shape))
+    y = y / np.abs(y).max()
+    n = sigma_n * rng.standard_normal(y.shape)
+    est = channel_noise(y + n, sampling_frequency=20.832e6, center_frequency=4e6, bandwidth=0.5)
+    assert est == pytest.approx(sigma_n, rel=0.1)
+    by_noise = bf.beamform(n.astype(np.float32))
+    assert channel_noise_in_by(bf, est) == pytest.approx(float(np.sqrt(np.mean(by_noise**2))), rel=0.2)
+
+
+def test_channel_noise_needs_a_band_above_the_pulse():
+    from drus.noise import channel_noise
+
+    y = np.random.default_rng(0).standard_normal((400, 4))
+    with pytest.raises(ValueError, match="no noise-only band"):  # PICMUS: fs = 4 f0
+        channel_noise(y, sampling_frequency=20.832e6, center_frequency=5.208e6, bandwidth=0.67)
+    with pytest.raises(ValueError, match="too narrow"):
+        channel_noise(y, sampling_frequency=20.832e6, center_frequency=5.2e6, bandwidth=0.6)

@@ -789,6 +789,16 @@ def _reconstruct_acquisition(path: Path, *, method, sigma0, angle, x_range, z_ra
         else:
             source = "given (--sigma0)"
             click.echo(f"σ0 = {sigma0:g} (given)")
+        try:  # cross-check from the channel data: white noise above the pulse band, seen through B
+            from .noise import channel_noise, channel_noise_in_by
+
+            sigma_n = channel_noise(acq.channel_data, sampling_frequency=acq.sampling_frequency,
+                                    center_frequency=acq.center_frequency, bandwidth=acq.bandwidth)
+            attrs.update(channel_noise_std=sigma_n, by_noise_rms_from_channel=channel_noise_in_by(bf, sigma_n))
+            click.echo(f"  cross-check: channel noise above the pulse band σn = {sigma_n:.4g}, its RMS in By "
+                       f"{attrs['by_noise_rms_from_channel']:.4g} (coloured by B; not used)")
+        except ValueError as exc:
+            click.echo(f"  cross-check from the channel data not available: {exc}")
         rec = reconstruct(op, by, sigma0=float(sigma0), model=model, n_samples=n_samples, n_steps=n_steps, seed=seed,
                           device=dev)
         arrays.update(samples=rec.samples, mean=rec.mean)

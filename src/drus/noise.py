@@ -25,6 +25,12 @@ Both assume white noise in ``y``'s domain, DDRM's model. (Noise added to channel
 basis, not the per-pixel RMS of ``B n``.)
 
 Validated in ``tests/test_noise.py`` on tiny geometries with known σ0 over SNRs spanning two decades.
+
+A cross-check from the channel data (:func:`channel_noise`, :func:`channel_noise_in_by`): white
+channel noise fills the whole band up to fs/2, the echoes only the transducer's band, so the power
+above the pulse band gives the channel noise std σn, and ``B n`` then has the per-pixel RMS
+``σn ‖B‖_F / sqrt(n_pixels)``. That is the RMS of the (coloured) noise in ``B y``, not DDRM's white
+σ0; ``drus reconstruct`` reports it beside the estimate it uses.
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["MIN_RESIDUAL_DOF", "estimate_sigma0", "residual_sigma0", "spectral_fit_sigma0"]
+__all__ = ["MIN_RESIDUAL_DOF", "estimate_sigma0", "residual_sigma0", "spectral_fit_sigma0", "channel_noise",
+           "channel_noise_in_by"]
 
 log = logging.getLogger(__name__)
 
@@ -141,3 +148,43 @@ def estimate_sigma0(operator, y) -> tuple[float, str]:
                   + (f" and the {n_obs - k} residual dimensions" if residual else "") + f" (ρ = {rho:.4g})")
     log.info("σ0 = %.4g (%s)", sigma0, source)
     return float(sigma0), source
+
+
+def channel_noise(channel_data: np.ndarray, *, sampling_frequency: float, center_frequency: float,
+                  bandwidth: float) -> float:
+    """Std of white channel noise from the spectrum above the pulse band.
+
+    The band used is ``[f0 (1 + 1.5·BW), 0.95 fs/2]``, where a Gaussian pulse of fractional −6 dB
+    bandwidth ``BW`` is below −50 dB: there the periodogram (Hann window, averaged over channels)
+    holds the noise alone, ``E|X_k|² = σn² Σ w²``.
+
+    Parameters
+    ----------
+    channel_data : numpy.ndarray
+        ``[n_samples, n_elements]`` RF.
+    sampling_frequency, center_frequency : float
+        Hz.
+    bandwidth : float
+        Fractional −6 dB bandwidth of the pulse-echo spectrum.
+    """
+    y = np.asarray(channel_data, dtype=np.float64)
+    if y.ndim != 2 or y.shape[0] < 64:
+        raise ValueError(f"channel_data must be [n_samples ≥ 64, n_elements], got shape {y.shape}")
+    lo, hi = center_frequency * (1 + 1.5 * bandwidth), 0.95 * sampling_frequency / 2
+    if lo >= hi:
+        raise ValueError(
+            f"no noise-only band above the pulse: f0 (1 + 1.5 BW) = {lo / 1e6:.3g} MHz ≥ 0.95 fs/2 = {hi / 1e6:.3g} MHz")
+    w = np.hanning(y.shape[0])
+    spec = np.abs(np.fft.rfft((y - y.mean(axis=0)) * w[:, None], axis=0)) ** 2
+    f = np.fft.rfftfreq(y.shape[0], 1.0 / sampling_frequency)
+    band = (f >= lo) & (f <= hi)
+    if band.sum() < 8:
+        raise ValueError(f"the band above the pulse, {lo / 1e6:.3g}–{hi / 1e6:.3g} MHz, holds {int(band.sum())} "
+                         "frequency bins (< 8): too narrow to measure the noise")
+    return float(np.sqrt(spec[band].mean() / np.sum(w**2)))
+
+
+def channel_noise_in_by(beamformer, sigma_n: float) -> float:
+    """Per-pixel RMS of ``B n`` for white channel noise of std ``sigma_n``: ``σn ‖B‖_F / sqrt(n_pixels)``."""
+    B = beamformer.B
+    return float(sigma_n * np.sqrt(np.sum(np.square(B.data, dtype=np.float64)) / B.shape[0]))
