@@ -105,3 +105,33 @@ def test_bmode_db():
     assert np.all(np.isfinite(bmode_db(np.array([0.0, 2.0, 0.0]))))
     with pytest.raises(ValueError, match="zero everywhere"):
         bmode_db(np.zeros((2, 2)))
+
+
+def test_pooled_variance_gains_the_closed_form_snr():
+    """i.i.d. N(0, σ²) samples: the per-pixel variance of C samples is σ²·χ²_{C−1}/(C−1), relative std
+    √(2/(C−1)); pooling a w × w window of independent pixels divides it by w."""
+    from drus.estimators import drus_var_pooled
+
+    rng = np.random.default_rng(0)
+    C, w = 10, 3
+    s = rng.standard_normal((C, 192, 192)) * 2.0
+    paper, pooled = drus_var(s), drus_var_pooled(s, window=w)
+    interior = (slice(w, -w), slice(w, -w))
+    snr = lambda v: float(v[interior].mean() / v[interior].std())  # noqa: E731
+    assert paper[interior].mean() == pytest.approx(4.0, rel=0.02)
+    assert pooled[interior].mean() == pytest.approx(4.0, rel=0.02)
+    assert snr(paper) == pytest.approx(math.sqrt((C - 1) / 2), rel=0.05)
+    assert snr(pooled) == pytest.approx(w * math.sqrt((C - 1) / 2), rel=0.08)
+    assert np.array_equal(drus_var_pooled(s, window=1), drus_var(s).astype(np.float32))
+    t = drus_var_pooled(torch.as_tensor(s), window=w)
+    assert isinstance(t, torch.Tensor) and np.allclose(t.numpy(), pooled)
+    with pytest.raises(ValueError, match="odd"):
+        drus_var_pooled(s, window=2)
+
+
+def test_pool_window_is_one_resolution_cell():
+    from drus.estimators import POOL_WIDTH, pool_window
+    from drus.geometry import paper_grid
+
+    assert POOL_WIDTH == pytest.approx(0.85e-3)
+    assert [pool_window(paper_grid(n)) for n in (64, 128, 256)] == [1, 3, 7]  # pitches 0.57, 0.28, 0.14 mm

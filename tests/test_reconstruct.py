@@ -145,3 +145,41 @@ def test_reduced_precision_prior_stays_close_to_fp32(tmp_path):
     assert torch.allclose(low, ref, atol=0.05 * float(ref.abs().max()))
     with pytest.raises(ValueError, match="precision"):
         load_prior(path, precision="int8")
+
+
+def test_regularised_sigma0_is_the_stated_quantile_rule():
+    from drus.data import regularised_sigma0
+
+    A = _blur()
+    s = A.singular_values[A.singular_values > 0].double().numpy()
+    scale = 4.0
+    assert regularised_sigma0(A, sigma_noise=0.3, scale=scale, prior_fraction=0.0) == 0.3
+    got = regularised_sigma0(A, sigma_noise=0.0, scale=scale, prior_fraction=0.6)
+    assert got == pytest.approx(scale * TARGET_RMS * np.quantile(s, 0.6))
+    # the prior decides (s_i · ρ < σ0) 60 % of the components
+    assert np.mean(s * scale * TARGET_RMS < got * (1 + 1e-9)) == pytest.approx(0.6, abs=1.5 / s.size)
+    assert regularised_sigma0(A, sigma_noise=1e6, scale=scale, prior_fraction=0.6) == 1e6  # never below the noise
+    with pytest.raises(ValueError, match="prior_fraction"):
+        regularised_sigma0(A, sigma_noise=0.1, scale=scale, prior_fraction=1.0)
+
+
+def test_reconstruct_prior_fraction_runs_ddrm_with_the_regularised_sigma0():
+    from drus.data import regularised_sigma0
+
+    A = _blur()
+    g = torch.Generator().manual_seed(1)
+    y = A.apply(3.0 * torch.randn(*A.in_shape, generator=g)).numpy()
+    sigma0 = 0.01 * float(np.abs(y).max())
+    model = WhiteGaussianDenoiser().eval()
+    kw = dict(sigma0=sigma0, model=model, n_samples=4, n_steps=10, seed=0, progress=False)
+    paper = reconstruct(A, y, **kw)
+    assert paper.sigma0_sampler == pytest.approx(sigma0)
+    reg = reconstruct(A, y, prior_fraction=0.6, **kw)
+    assert reg.scale == paper.scale  # the scale comes from the noise level, not the regularised σ0
+    assert reg.sigma0_sampler == pytest.approx(
+        regularised_sigma0(A, sigma_noise=sigma0, scale=paper.scale, prior_fraction=0.6), rel=1e-6)
+    assert reg.sigma0_sampler > 5 * sigma0
+    # more components left to the prior: the samples spread more
+    assert float(reg.var.mean()) > 1.5 * float(paper.var.mean())
+    pooled = reg.var_pooled(3)
+    assert pooled.shape == A.in_shape and pooled.mean() == pytest.approx(reg.var.mean(), rel=0.1)

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import prior_scale
+from .data import prior_scale, regularised_sigma0
 from .ddrm import ddrm_sample
-from .estimators import drus_mean, drus_var
+from .estimators import drus_mean, drus_var, drus_var_pooled
 
 __all__ = ["Reconstruction", "reconstruct", "deno", "default_prior_path", "load_prior"]
 
@@ -84,6 +84,8 @@ class Reconstruction:
     samples : ``[C, n_z, n_x]`` DDRM samples ``ô_c`` in the units of the unknown.
     mean : DRUSmean. var : DRUSvar ``p̂`` (eq. (6), exponent ``1/(2β)``).
     scale : the factor between prior units and the unknown's units.
+    sigma0_sampler : the σ0 DDRM ran with, in the units of ``y`` (the noise level, or the regularised
+        level of :func:`drus.data.regularised_sigma0` when ``prior_fraction > 0``).
     timings : seconds (total, network, other) from the sampler.
     scale_source : how ``scale`` was set: ``"given"``, or the rule of :func:`drus.data.prior_scale`
         (``"estimated"`` / ``"noise-inclusive"``).
@@ -95,6 +97,11 @@ class Reconstruction:
     scale: float
     timings: dict
     scale_source: str = "given"
+    sigma0_sampler: float = float("nan")
+
+    def var_pooled(self, window: int = 3, *, beta: float = 0.5) -> np.ndarray:
+        """The pooled DRUSvar of these samples (:func:`drus.estimators.drus_var_pooled`)."""
+        return drus_var_pooled(self.samples, window=window, beta=beta)
 
 
 def reconstruct(
@@ -111,6 +118,7 @@ def reconstruct(
     seed: int | None = 0,
     device="cpu",
     scale: float | None = None,
+    prior_fraction: float = 0.0,
     progress: bool = True,
 ) -> Reconstruction:
     """DRUS/DRUSvar for ``y = A o + n`` (``A`` an :class:`~drus.operators.SVDOperator`).
@@ -127,7 +135,11 @@ def reconstruct(
         Prior ε-network (1-channel input).
     scale : float, optional
         Units of the unknown per prior unit; default: estimated so that the unknown has RMS 0.25
-        in prior units (:func:`drus.data.prior_scale`).
+        in prior units (:func:`drus.data.prior_scale`, with ``sigma0`` as the noise level).
+    prior_fraction : float
+        0 (the paper): DDRM runs with ``sigma0``. ``f > 0``: DDRM runs with the regularised level of
+        :func:`drus.data.regularised_sigma0`, so that the prior decides at least the fraction ``f``
+        of the components (the scale still comes from the noise level ``sigma0``).
     seed : int or None
         Seeds the sampler's generator (reproducible samples).
     """
@@ -148,7 +160,8 @@ def reconstruct(
             log.info("observation peak %.3g: reconstructing y / peak and scaling the results back", peak)
             rec = reconstruct(operator, y64 / peak, sigma0=float(sigma0) / peak, model=model, n_samples=n_samples,
                               n_steps=n_steps, eta=eta, eta_b=eta_b, beta=beta, seed=seed, device=device,
-                              scale=None if scale is None else scale / peak, progress=progress)
+                              scale=None if scale is None else scale / peak, prior_fraction=prior_fraction,
+                              progress=progress)
             return _rescaled(rec, peak, beta=beta)
     y_t = torch.as_tensor(y64, dtype=torch.float32)  # the same float32 values as a direct cast
     if tuple(y_t.shape) != tuple(operator.out_shape):
@@ -161,18 +174,22 @@ def reconstruct(
     if scale is None:
         scale, source = prior_scale(operator, y_t, float(sigma0))
     log.info("prior-unit scale %.4g (%s; observation divided by it)", scale, source)
+    sigma_s = regularised_sigma0(operator, sigma_noise=float(sigma0), scale=float(scale), prior_fraction=prior_fraction)
+    if prior_fraction:
+        log.info("sampler σ0 %.4g (noise level %.4g, prior decides ≥ %.0f %% of the components)", sigma_s, sigma0,
+                 100 * prior_fraction)
     gen = torch.Generator(device=device if device.type == "cuda" else "cpu")
     if seed is not None:
         gen.manual_seed(int(seed))
     res = ddrm_sample(
-        model, operator, y_t / scale, sigma0=float(sigma0) / scale, n_samples=n_samples, n_steps=n_steps,
+        model, operator, y_t / scale, sigma0=sigma_s / scale, n_samples=n_samples, n_steps=n_steps,
         eta=eta, eta_b=eta_b, generator=gen, progress=progress,
     )
     samples = (res.samples.float() * scale).cpu().numpy()
     timings = {k: getattr(res, k) for k in ("seconds_total", "seconds_model", "seconds_other") if hasattr(res, k)}
     var = drus_var(samples, beta=beta) if n_samples >= 2 else np.full(samples.shape[1:], np.nan, np.float32)
     return Reconstruction(samples=samples, mean=drus_mean(samples), var=var, scale=float(scale), timings=timings,
-                          scale_source=source)
+                          scale_source=source, sigma0_sampler=float(sigma_s))
 
 
 #: Peak |y| outside this range is reconstructed as y / peak (float32 samples and their squares stay in range).
@@ -195,7 +212,7 @@ def _rescaled(rec: Reconstruction, factor: float, *, beta: float) -> Reconstruct
     mean = rec.mean.astype(np.float64) * factor
     return Reconstruction(samples=_as_float32_if_exact_range(samples), mean=_as_float32_if_exact_range(mean),
                           var=_as_float32_if_exact_range(var), scale=rec.scale * factor, timings=rec.timings,
-                          scale_source=rec.scale_source)
+                          scale_source=rec.scale_source, sigma0_sampler=rec.sigma0_sampler * factor)
 
 
 def deno(image, *, sigma0: float, model: torch.nn.Module, **kwargs) -> Reconstruction:
