@@ -7,7 +7,8 @@ Usage (after ``drus reconstruct RFdata1.mat --method drus-var ... --out OUT``)::
 Finds the N brightest isolated wires on a fine (0.05 mm) 7-angle DAS image of the reconstruction's
 field of view and measures their −6 dB axial and lateral FWHM (drus.metrics.resolution_metrics) on:
 DAS 1 PW and DAS 7 angles at 0.05 mm pixels, and DAS 1 PW, DRUSmean and DRUSvar on the
-reconstruction grid. Writes a PNG (DAS 1 PW, DAS 7 angles, DRUSmean, DRUSvar) and a JSON.
+reconstruction grid. "DAS 1 PW" is the transmit DRUS reconstructed (its ``angle_deg``). Writes a PNG
+(DAS 1 PW, DAS 7 angles, DRUSmean, DRUSvar) and a JSON.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def main() -> None:
     res = load_images_hdf5(args.result)
     grid = res.grid
     cd = read_channel_data(res.attrs["observation"])
-    i0 = cd.index_of_angle(0.0)
+    i0 = cd.index_of_angle(np.radians(float(res.attrs.get("angle_deg", 0.0))))  # the transmit DRUS used
     acq = Acquisition.from_channel_data(cd, i0, center_frequency=float(res.attrs["center_frequency"]),
                                         bandwidth=float(res.attrs["bandwidth"]))
     probe = acq.probe()
@@ -78,7 +79,8 @@ def main() -> None:
                          "source": res.attrs.get("pulse_source", "")},
                "fwhm": table}
     out.with_suffix(".json").write_text(json.dumps(summary, indent=1))
-    save_bmode_figure({"DAS, 1 plane wave": to_db(das1), "DAS, 7 angles": to_db(das7), "DRUSmean": to_db(drus_mean),
+    angle = float(res.attrs.get("angle_deg", 0.0))
+    save_bmode_figure({f"DAS, 1 plane wave ({angle:g}°)": to_db(das1), "DAS, 7 angles": to_db(das7), "DRUSmean": to_db(drus_mean),
                        "DRUSvar": to_db(drus_var)}, grid, out.with_suffix(".png"),
                       title=f"Gammex 403GS, {grid.n_z}×{grid.n_x} grid, [−60, 0] dB", columns=4)
     print(f"wrote {out.with_suffix('.png')}, {out.with_suffix('.json')}")
