@@ -395,7 +395,25 @@ def test_decompose_warms_the_cache_that_reconstruct_reads(tmp_path):
     rec = CliRunner().invoke(main, ["reconstruct", str(path), "--method", "drus-mean", "--samples", "1", "--steps", "2",
                                     *geometry, *cache, "--out", str(tmp_path / "out"), "--device", "cpu"])
     assert rec.exit_code == 0, rec.output
-    assert "decomposition of BH: cached" in rec.output
+    assert "  cached: " in rec.output
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == files
     bad = CliRunner().invoke(main, ["decompose", *cache])
     assert bad.exit_code != 0 and "--size" in bad.output
+
+
+def test_reconstruct_refuses_a_decomposition_that_cannot_fit(tmp_path):
+    """The predicted memory is checked before H and B are built: a one-line refusal with advice."""
+    from click.testing import CliRunner
+
+    from drus.cli import main
+
+    path = write_acquisition(tmp_path / "steered.h5", tiny_acquisition(angle=math.radians(2.0), n_samples=300))
+    geometry = ["--x-range", "-1", "1", "--z-range", "4", "6"]
+    out = ["--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]
+    big = CliRunner().invoke(main, ["reconstruct", str(path), "--method", "drus-var", *geometry, "--size", "256", *out])
+    assert big.exit_code != 0
+    assert "1 block (no flip symmetry) of 65536 unknowns" in big.output
+    assert "would need" in big.output and "coarser grid (--size)" in big.output
+    huge = CliRunner().invoke(main, ["reconstruct", str(path), "--method", "das", *geometry, "--size", "8000", *out])
+    assert huge.exit_code != 0 and "H and B on this grid would need" in huge.output
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())

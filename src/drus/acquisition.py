@@ -80,6 +80,7 @@ __all__ = [
     "DecompositionCost",
     "decomposition_cost",
     "check_memory",
+    "likely_split",
     "DEFAULT_MAX_UNKNOWNS",
 ]
 
@@ -528,6 +529,7 @@ def default_grid(
     """
     acq = acquisition.with_spectrum()
     lam = acq.wavelength
+    z_range_given = z_range is not None
     if x_range is None:
         x_range = (float(acq.element_x[0]), float(acq.element_x[-1]))
     if z_range is None:
@@ -536,10 +538,11 @@ def default_grid(
         z_range = (10 * lam, z_max)
     (x0, x1), (z0, z1) = (float(v) for v in x_range), (float(v) for v in z_range)
     if not (math.isfinite(x0) and math.isfinite(x1) and x1 > x0):
-        raise ValueError(f"x range must be (min, max) with min < max, got {x_range!r} m")
+        raise ValueError(f"x range must be (min, max) with min < max, got ({x0 * 1e3:g}, {x1 * 1e3:g}) mm")
     if not (math.isfinite(z0) and math.isfinite(z1) and 0 < z0 < z1):
-        raise ValueError(f"z range must be (min, max) with 0 < min < max (m, in front of the probe), got {z_range!r}; "
-                         "the record may be too short for the default depth range")
+        raise ValueError(f"z range must be (min, max) with 0 < min < max (in front of the probe), got "
+                         f"({z0 * 1e3:g}, {z1 * 1e3:g}) mm" + ("" if z_range_given else
+                                                             "; the record is too short for the default depth range"))
     width, depth = x1 - x0, z1 - z0
     if size is not None:
         if int(size) != size or size < multiple:
@@ -574,6 +577,8 @@ class DecompositionCost:
         Wall time on the reference machine (2 CPU cores, docs/decomposition.md).
     peak_bytes : float
         Upper estimate of the peak resident memory.
+    matrix_bytes : float
+        The part of it taken by the sparse ``H`` and ``B`` (and the process): what building them alone needs.
     split : str
         ``"flip"`` (two half blocks) or ``"none"`` (one block).
     block_size : int
@@ -584,6 +589,7 @@ class DecompositionCost:
     peak_bytes: float
     split: str
     block_size: int
+    matrix_bytes: float = 0.0
 
     def describe(self) -> str:
         blocks = "2 flip blocks" if self.split == "flip" else "1 block (no flip symmetry)"
@@ -642,16 +648,39 @@ def decomposition_cost(
     itemsize = 8 if compute_dtype == "float64" else 4
     nnz = n_el * n_taps * (n_u + 0.5 * n_m)
     peak = _BASE_BYTES + 3 * n_b**2 * itemsize + 20 * nnz
-    return DecompositionCost(seconds=float(seconds), peak_bytes=float(peak), split=split, block_size=int(n_b))
+    return DecompositionCost(seconds=float(seconds), peak_bytes=float(peak), split=split, block_size=int(n_b),
+                             matrix_bytes=float(_BASE_BYTES + 20 * nnz))
 
 
-def check_memory(cost: DecompositionCost, *, available: float | None = None) -> None:
-    """Raise ValueError with advice when the predicted peak exceeds the memory available now."""
+def likely_split(beamformer) -> str:
+    """``"flip"`` when the geometry looks flip-symmetric (0° wave, grids and probe symmetric about x = 0),
+    else ``"none"``, without building ``H`` or ``B`` (for :func:`decomposition_cost` before any work;
+    :func:`drus.decompose.resolve_split` then confirms it numerically)."""
+    m = beamformer.model
+
+    def symmetric(x) -> bool:
+        x = np.asarray(x, dtype=np.float64)
+        return bool(np.allclose(x, -x[::-1], rtol=0.0, atol=1e-9 * max(abs(x[0]), abs(x[-1]))))
+
+    ok = (m.wave.angle == 0 and symmetric(m.probe.element_x) and symmetric(beamformer.grid.x_axis)
+          and symmetric(beamformer.unknown_grid.x_axis))
+    return "flip" if ok else "none"
+
+
+def check_memory(cost: DecompositionCost, *, available: float | None = None, matrices_only: bool = False) -> None:
+    """Raise ValueError with advice when the predicted peak exceeds the memory available now.
+
+    ``matrices_only``: check only what building ``H`` and ``B`` needs (no decomposition).
+    """
     if available is None:
         from .decompose import _available_memory
 
         available = _available_memory()
-    if cost.peak_bytes > available:
+    if matrices_only and cost.matrix_bytes > available:
+        raise ValueError(
+            f"H and B on this grid would need ≈ {cost.matrix_bytes / 2**30:.1f} GiB but {available / 2**30:.1f} GiB "
+            "are available; use a coarser grid (--size) or a smaller field of view (--x-range/--z-range)")
+    if not matrices_only and cost.peak_bytes > available:
         raise ValueError(
             f"the decomposition of BH would need ≈ {cost.peak_bytes / 2**30:.1f} GiB but {available / 2**30:.1f} GiB "
             f"are available ({cost.describe()}); use a coarser grid (--size), a smaller field of view "

@@ -697,11 +697,11 @@ def _is_acquisition_file(path: Path) -> bool:
 
 
 def _acquisition_setup(path: Path, *, angle, x_range, z_range, size):
-    """``(acquisition, beamformer, split)`` exactly as ``drus reconstruct`` builds them for a channel-data file."""
+    """``(acquisition, beamformer)`` exactly as ``drus reconstruct`` builds them for a channel-data file
+    (``H`` and ``B`` are not built yet)."""
     import math
 
     from .acquisition import default_grid, read_acquisition
-    from .decompose import resolve_split
 
     acq = read_acquisition(path, angle=None if angle is None else math.radians(angle))
     acq = acq.with_spectrum()
@@ -711,26 +711,29 @@ def _acquisition_setup(path: Path, *, angle, x_range, z_range, size):
     grid = default_grid(acq, x_range=None if not x_range else (x_range[0] * 1e-3, x_range[1] * 1e-3),
                         z_range=None if not z_range else (z_range[0] * 1e-3, z_range[1] * 1e-3), size=size)
     click.echo(f"grid: {grid} (pixels {grid.dx * 1e3:.3f} × {grid.dz * 1e3:.3f} mm, λ = {acq.wavelength * 1e3:.3f} mm)")
-    bf = acq.beamformer(grid)
+    return acq, acq.beamformer(grid)
+
+
+def _plan_decomposition(bf, compute_dtype: str, *, threshold: float, cache_dir, cache: bool) -> str:
+    """Print the predicted time and peak memory of decomposing ``BH`` and refuse what cannot fit, before
+    ``H`` and ``B`` are built; then build them, settle the split and say whether it is cached. Returns the split."""
+    from .acquisition import check_memory, decomposition_cost, likely_split
+    from .decompose import _paths, cache_key, default_cache_dir, FlipSplit, NoSplit, resolve_split
+
+    cost = decomposition_cost(bf, split=likely_split(bf), compute_dtype=compute_dtype)
+    click.echo(f"decomposition of BH: {cost.describe()} (estimated from docs/decomposition.md)")
+    check_memory(cost)
     split = resolve_split(bf, "auto")
-    return acq, bf, split
-
-
-def _announce_decomposition(bf, split: str, compute_dtype: str, *, threshold: float, cache_dir, cache: bool) -> None:
-    """Print the predicted time and memory of the decomposition (or that it is cached); refuse what cannot fit."""
-    from .acquisition import check_memory, decomposition_cost
-    from .decompose import _paths, cache_key, default_cache_dir, NoSplit, FlipSplit
-
-    cost = decomposition_cost(bf, split=split, compute_dtype=compute_dtype)
-    folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    if split != cost.split:
+        click.echo(f"  the geometry is not flip-symmetric after all: "
+                   f"{decomposition_cost(bf, split=split, compute_dtype=compute_dtype).describe()}")
     if cache:
+        folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         key = cache_key(bf, threshold=threshold, compute_dtype=compute_dtype, split=split)
         parities = (NoSplit if split == "none" else FlipSplit).parities
         if all(f.exists() for p in parities for f in _paths(folder, key, p)):
-            click.echo(f"decomposition of BH: cached ({folder}, key {key[:12]}…)")
-            return
-    click.echo(f"decomposition of BH: {cost.describe()} (estimated from docs/decomposition.md)")
-    check_memory(cost)
+            click.echo(f"  cached: {folder} (key {key[:12]}…)")
+    return split
 
 
 def _reconstruct_acquisition(path: Path, *, method, sigma0, angle, x_range, z_range, grid_size, n_samples, n_steps,
@@ -758,8 +761,11 @@ def _reconstruct_acquisition(path: Path, *, method, sigma0, angle, x_range, z_ra
     files_out = {"hdf5": out / f"{stem}.hdf5", "png": out / f"{stem}.png"}
     refuse_overwrite(files_out.values(), overwrite=overwrite)
 
-    acq, bf, split = _acquisition_setup(path, angle=angle, x_range=x_range, z_range=z_range, size=grid_size)
+    acq, bf = _acquisition_setup(path, angle=angle, x_range=x_range, z_range=z_range, size=grid_size)
     grid = bf.grid
+    from .acquisition import check_memory, decomposition_cost, likely_split
+
+    check_memory(decomposition_cost(bf, split=likely_split(bf), compute_dtype=compute_dtype), matrices_only=True)
     _torch_threads(threads)
     dev = resolve_device(device)
     model = None
@@ -769,6 +775,9 @@ def _reconstruct_acquisition(path: Path, *, method, sigma0, angle, x_range, z_ra
         model = load_prior(prior, device=dev)
         _check_size_multiple(model, grid.n_z, "--size")
         _check_size_multiple(model, grid.n_x, "--size")
+    split = None
+    if method in ("drus-mean", "drus-var"):  # cost and memory first, before any expensive work
+        split = _plan_decomposition(bf, compute_dtype, threshold=threshold, cache_dir=cache_dir, cache=not no_cache)
     by = bf.beamform(acq.channel_data)
     das_image = das(acq.channel_data, probe=bf.model.probe, waves=bf.model.wave, grid=grid)
     panels = {"DAS, 1 plane wave": bmode(das_image), "By (matched filter)": to_db(method_envelope("DRUSmean", by))}
@@ -780,7 +789,6 @@ def _reconstruct_acquisition(path: Path, *, method, sigma0, angle, x_range, z_ra
     if method in ("drus-mean", "drus-var"):
         from .reconstruct import reconstruct
 
-        _announce_decomposition(bf, split, compute_dtype, threshold=threshold, cache_dir=cache_dir, cache=not no_cache)
         op = decompose_bh(bf, threshold=threshold, compute_dtype=compute_dtype, cache_dir=cache_dir, cache=not no_cache,
                           device=dev, split=split)
         if sigma0 is None:
@@ -838,8 +846,8 @@ def _decompose_acquisition(path, *, size, angle, x_range, z_range, method, thres
     if threads:
         torch.set_num_threads(threads)
     dev = resolve_device(device)
-    _, bf, split = _acquisition_setup(Path(path), angle=angle, x_range=x_range, z_range=z_range, size=size)
-    _announce_decomposition(bf, split, compute_dtype, threshold=threshold, cache_dir=cache_dir, cache=not no_cache)
+    _, bf = _acquisition_setup(Path(path), angle=angle, x_range=x_range, z_range=z_range, size=size)
+    split = _plan_decomposition(bf, compute_dtype, threshold=threshold, cache_dir=cache_dir, cache=not no_cache)
     t0 = time.perf_counter()
     op = decompose_bh(bf, method=method, threshold=threshold, dtype=dtype, compute_dtype=compute_dtype,
                       complement=complement, device=dev, cache_dir=cache_dir, cache=not no_cache, split=split)
