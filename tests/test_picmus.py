@@ -135,8 +135,9 @@ def test_evaluate_picmus_on_fake_data_writes_table_and_files(fake, tmp_path):
     assert all(len(r.split("|")) == len(METHODS) + 4 for r in rows)
     assert "0.95 ± " in table or "(0.95)" in table  # the paper's EC gCNR beside ours
     ec_gcnr = rows[0]
-    for meth in METHODS:
+    for meth in PAPER_TABLE_I["expe_cont", "gcnr"]:
         assert f"({PAPER_TABLE_I['expe_cont', 'gcnr'][meth]:.2f})" in ec_gcnr
+    assert "DRUSvar pooled" in METHODS and "DRUSvar pooled" not in PAPER_TABLE_I["expe_cont", "gcnr"]  # ours only
     # grids: DAS on its file's axes, DENO on the By grid, DRUS on the unknown grid
     d = res.datasets["expe_cont"]
     assert d.methods["DENOmean"].grid.shape == (MEAS, MEAS) and d.methods["DRUSvar"].grid.shape == (UNKNOWN, UNKNOWN)
@@ -153,6 +154,7 @@ def test_evaluate_picmus_on_fake_data_writes_table_and_files(fake, tmp_path):
                             "results.json", "picmus.png"])
     saved = load_images_hdf5(out / "expe_cont.hdf5")
     assert saved.grid.shape == (UNKNOWN, UNKNOWN) and saved["samples"].shape == (2, UNKNOWN, UNKNOWN)
+    assert saved["var_pooled"].shape == (UNKNOWN, UNKNOWN)
     assert saved["by"].shape == saved["deno_mean"].shape == (MEAS, MEAS) and saved["das_75pw"].shape == (MEAS, MEAS)
     js = json.loads((out / "results.json").read_text())
     m = js["datasets"]["expe_cont"]["methods"]["DRUSvar"]["metrics"]["gcnr"]
@@ -329,15 +331,25 @@ def test_cli_reconstruct_drus_var_end_to_end(fake, tmp_path, monkeypatch):
                 "--samples", 2, "--steps", 1, "--prior", prior, "--cache-dir", root / "cache", "--out", tmp_path / "o",
                 "--phantom", folder / "phantoms" / "picmus_phantom_4.hdf5", "--device", "cpu")
     assert r.exit_code == 0, r.output
-    assert "expe_cont (inferred" in r.output and "σ0 = 55" in r.output and "gcnr:" in r.output
+    assert "expe_cont (inferred" in r.output and "estimated from the data" in r.output and "gcnr:" in r.output
+    assert "gcnr (pooled DRUSvar):" in r.output  # the extended estimator, scored beside the paper's
+    paper = _invoke("reconstruct", folder / "by_drus" / "expe_cont.mat", "--method", "drus-var", "--unknown-size",
+                    UNKNOWN, "--samples", 2, "--steps", 1, "--prior", prior, "--cache-dir", root / "cache", "--out",
+                    tmp_path / "paper", "--device", "cpu", "--paper")
+    assert paper.exit_code == 0, paper.output
+    assert "σ0 = 55" in paper.output and "estimated" not in paper.output  # the paper's σ0 of expe_cont
+    assert load_images_hdf5(tmp_path / "paper" / "expe_cont_drus-var.hdf5").attrs["prior_fraction"] == 0.0
     out = tmp_path / "o"
     assert {p.name for p in out.iterdir()} == {"expe_cont_drus-var_by.png", "expe_cont_drus-var.png", "expe_cont_drus-var.hdf5",
                                                "expe_cont_drus-var_metrics.json"}
     saved = load_images_hdf5(out / "expe_cont_drus-var.hdf5")
     assert saved.grid.shape == (UNKNOWN, UNKNOWN) and saved["samples"].shape == (2, UNKNOWN, UNKNOWN)
+    assert saved["var_pooled"].shape == (UNKNOWN, UNKNOWN)
     np.testing.assert_allclose(saved["image"], saved["samples"].var(0, ddof=1), rtol=1e-4)
     m = json.loads((out / "expe_cont_drus-var_metrics.json").read_text())["metrics"]
     assert len(m["gcnr"]["values"]) == 2 and len(m["snr"]["values"]) == 2
+    assert len(m["gcnr (pooled DRUSvar)"]["values"]) == 2
+    assert saved.attrs["prior_fraction"] == pytest.approx(0.6) and saved.attrs["sigma0_sampler"] > saved.attrs["sigma0"]
 
 
 @pytest.mark.realdata

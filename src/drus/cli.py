@@ -9,6 +9,8 @@ from pathlib import Path
 import click
 import numpy as np
 
+from .defaults import PRIOR_FRACTION as DEFAULT_PRIOR_FRACTION
+
 
 class InputError(click.ClickException):
     """A drus error about the user's input (a file, an option, a value): ``Error: …`` on one line, exit 2."""
@@ -412,7 +414,9 @@ def _torch_threads(threads) -> None:
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True, help="Network precision (bf16/fp16 for GPUs).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
 @click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run in --out.")
-def evaluate_picmus_command(sets, unknown_size, n_samples, n_steps, threshold, compute_dtype, prior, out_dir, data_root, cache_dir, device, seed, precision, threads, overwrite) -> None:
+@click.option("--prior-fraction", type=click.FloatRange(min=0, max=1, max_open=True), default=DEFAULT_PRIOR_FRACTION, show_default=True, help="DRUS: the prior decides at least this fraction of BH's components (see drus reconstruct).")
+@click.option("--paper", is_flag=True, help="The paper's exact configuration: the paper's σ0 per set and --prior-fraction 0 (default: σ0 estimated from each By).")
+def evaluate_picmus_command(sets, unknown_size, n_samples, n_steps, threshold, compute_dtype, prior, out_dir, data_root, cache_dir, device, seed, precision, threads, overwrite, prior_fraction, paper) -> None:
     """Paper Table I on PICMUS: DAS 75/1 PW, DENOmean, DRUSmean, DRUSvar (gCNR, SNR, FWHM)."""
     from .picmus import PICMUS_SETS, evaluate_picmus
     from .reconstruct import load_prior
@@ -434,6 +438,7 @@ def evaluate_picmus_command(sets, unknown_size, n_samples, n_steps, threshold, c
     _check_size_multiple(model, unknown_size, "--unknown-size")
     try:
         result = evaluate_picmus(model, sets=names, unknown_size=unknown_size, n_samples=n_samples, n_steps=n_steps,
+                                 prior_fraction=0.0 if paper else prior_fraction, sigma0_from_data=not paper,
                                  threshold=threshold, compute_dtype=compute_dtype, seed=seed, device=dev,
                                  data_root=data_root, cache_dir=cache_dir,
                                  out_dir=out_dir)
@@ -525,7 +530,9 @@ def _read_observation(path: Path, method: str, shape: tuple[int, int], layout: s
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
 @click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run of this observation and method in --out.")
-def reconstruct_command(observation, method, angle, x_range, z_range, grid_size, dataset, sigma0, layout, unknown_size, n_samples, n_steps, threshold, compute_dtype, prior, out_dir, phantom, cache_dir, no_cache, device, seed, threads, overwrite) -> None:
+@click.option("--prior-fraction", type=click.FloatRange(min=0, max=1, max_open=True), default=DEFAULT_PRIOR_FRACTION, show_default=True, help="DRUS: the sampler's σ0 is raised so that the prior decides at least this fraction of BH's components (drus.data.regularised_sigma0; chosen on simulations, docs/realdata.md). 0: σ0 is the noise level, as in the paper.")
+@click.option("--paper", is_flag=True, help="The paper's exact configuration: --prior-fraction 0 and, for the four PICMUS sets, the paper's σ0 (otherwise σ0 is estimated from the data).")
+def reconstruct_command(observation, method, angle, x_range, z_range, grid_size, dataset, sigma0, layout, unknown_size, n_samples, n_steps, threshold, compute_dtype, prior, out_dir, phantom, cache_dir, no_cache, device, seed, threads, overwrite, prior_fraction, paper) -> None:
     """Reconstruct one observation: a DRUS By .mat, a DENO By .mat or PICMUS/USTB channel data.
 
     A .mat is read as a DRUS By (column-major, by_drus/) for das and drus-*, as a DENO input
@@ -546,12 +553,15 @@ def reconstruct_command(observation, method, angle, x_range, z_range, grid_size,
     from .metrics import to_db
     from .outputs import check_writable_dir, refuse_overwrite, write_text_atomic
     from .picmus import PICMUS_SETS, channel_data_to_by, infer_dataset, method_envelope, points_in_view, score_image
+    from .estimators import pool_window
     from .plotting import save_bmode_figure
     from .train import resolve_device
 
     path = Path(observation)
+    if paper:
+        prior_fraction = 0.0
     if _is_acquisition_file(path) and not dataset and infer_dataset(path) is None:
-        return _reconstruct_acquisition(path, **click.get_current_context().params)
+        return _reconstruct_acquisition(path, **{**click.get_current_context().params, "prior_fraction": prior_fraction})
     ds = PICMUS_SETS[dataset] if dataset else infer_dataset(path)
     if ds is not None and not dataset:
         click.echo(f"dataset: {ds.name} (inferred from the file name; --dataset to change)")
@@ -563,10 +573,10 @@ def reconstruct_command(observation, method, angle, x_range, z_range, grid_size,
                 f"σ0 unknown for {path.name}: no --dataset and the file name matches no PICMUS set "
                 f"({', '.join(PICMUS_SETS)}), and deno-mean cannot estimate it (its operator, the identity, passes "
                 "image and noise alike); pass --sigma0 (noise std of the max-normalised image) or --dataset NAME")
-        if ds is not None:
+        if ds is not None and (method == "deno-mean" or paper):
             sigma0 = ds.sigma0_deno if method == "deno-mean" else ds.sigma0_drus
             sigma_source = f"the paper's σ0 of PICMUS {ds.name}"
-        # drus-* without a dataset: σ0 is estimated from the observation once BH is decomposed (drus.noise)
+        # drus-* (unless --paper on a PICMUS set): σ0 is estimated from the observation once BH is decomposed (drus.noise)
     if sigma0 is not None and not (np.isfinite(sigma0) and sigma0 >= 0):
         raise click.BadParameter(f"must be a finite number ≥ 0, got {sigma0}", param_hint="--sigma0")
     if method == "drus-var" and n_samples < 2:
@@ -642,10 +652,12 @@ def reconstruct_command(observation, method, angle, x_range, z_range, grid_size,
             rec = deno(by, **kw)
             image, img_grid = rec.mean, grid
         else:
-            rec = reconstruct(op, by, **kw)
+            rec = reconstruct(op, by, prior_fraction=prior_fraction, **kw)
             img_grid = op.beamformer.unknown_grid
             image = rec.mean if method == "drus-mean" else rec.var
             arrays["var" if method == "drus-mean" else "mean"] = rec.var if method == "drus-mean" else rec.mean
+            if n_samples >= 2:
+                arrays["var_pooled"] = rec.var_pooled(pool_window(img_grid))
         arrays["samples"] = rec.samples
         amp = method_envelope({"deno-mean": "DENOmean", "drus-mean": "DRUSmean", "drus-var": "DRUSvar"}[method], image)
         click.echo(f"{name}: {rec.samples.shape[0]} samples, {n_steps} steps, σ0 = {sigma0:g}, "
@@ -653,6 +665,8 @@ def reconstruct_command(observation, method, angle, x_range, z_range, grid_size,
     panels[name] = to_db(amp)
     files.append(save_images_hdf5(candidates["hdf5"], grid=img_grid, image=image, amplitude=amp, **arrays,
                                   attrs={"method": method, "observation": str(path), "sigma0": float(sigma0 or 0.0),
+                                         "prior_fraction": float(prior_fraction) if method.startswith("drus") else 0.0,
+                                         "sigma0_sampler": float(getattr(rec, "sigma0_sampler", float("nan"))) if method != "das" else float("nan"),
                                          "dataset": ds.name if ds else "", "sigma0_source": sigma_source, "by_layout": by_layout or "channel data"}))
     if img_grid == grid:
         files.append(save_bmode_figure(panels, grid, candidates["png"], title=f"{path.name}: [−60, 0] dB"))
@@ -661,9 +675,15 @@ def reconstruct_command(observation, method, angle, x_range, z_range, grid_size,
         files.append(save_bmode_figure({name: panels[name]}, img_grid, candidates["png"], title=f"{path.name}: [−60, 0] dB"))
     if ph is not None:
         cysts = tuple(ph.cyst_disks()) + (tuple(ds.extra_cysts) if ds else ())
-        metrics = score_image(amp, img_grid, cysts=cysts, speckle_rois=ph.speckle_boxes() or None,
-                              points=points_in_view(ph.points(), img_grid))
-        summary = {k: {"values": v, "mean": float(np.mean(v)), "std": float(np.std(v))} for k, v in metrics.items()}
+        scored = {"": amp}
+        if "var_pooled" in arrays:  # the extended estimator, scored beside the paper's
+            scored[" (pooled DRUSvar)"] = arrays["var_pooled"]
+        summary = {}
+        for label, a in scored.items():
+            metrics = score_image(a, img_grid, cysts=cysts, speckle_rois=ph.speckle_boxes() or None,
+                                  points=points_in_view(ph.points(), img_grid))
+            summary.update({f"{k}{label}": {"values": v, "mean": float(np.mean(v)), "std": float(np.std(v))}
+                            for k, v in metrics.items()})
         files.append(write_text_atomic(candidates["metrics"], json.dumps(
             {"method": method, "observation": str(path), "phantom": str(phantom), "metrics": summary}, indent=1)))
         for k, v in summary.items():
@@ -738,10 +758,11 @@ def _plan_decomposition(bf, compute_dtype: str, *, threshold: float, cache_dir, 
 
 def _reconstruct_acquisition(path: Path, *, method, sigma0, angle, x_range, z_range, grid_size, n_samples, n_steps,
                              threshold, compute_dtype, prior, out_dir, cache_dir, device, seed, threads,
-                             no_cache=False, overwrite=False, **_unused) -> None:
+                             no_cache=False, overwrite=False, prior_fraction=0.0, **_unused) -> None:
     """``drus reconstruct`` on a channel-data file: any plane-wave acquisition (drus.acquisition)."""
     from .beamform import bmode, das
     from .decompose import decompose_bh
+    from .estimators import pool_window
     from .io import save_images_hdf5
     from .metrics import to_db
     from .noise import estimate_sigma0
@@ -808,11 +829,13 @@ def _reconstruct_acquisition(path: Path, *, method, sigma0, angle, x_range, z_ra
         except ValueError as exc:
             click.echo(f"  cross-check from the channel data not available: {exc}")
         rec = reconstruct(op, by, sigma0=float(sigma0), model=model, n_samples=n_samples, n_steps=n_steps, seed=seed,
-                          device=dev)
+                          device=dev, prior_fraction=prior_fraction)
         arrays.update(samples=rec.samples, mean=rec.mean)
+        attrs.update(prior_fraction=float(prior_fraction), sigma0_sampler=float(rec.sigma0_sampler))
         panels["DRUSmean"] = to_db(method_envelope("DRUSmean", rec.mean))
         if n_samples >= 2:  # DRUSvar needs two samples
             arrays["var"] = rec.var
+            arrays["var_pooled"] = rec.var_pooled(pool_window(grid))
             panels["DRUSvar"] = to_db(method_envelope("DRUSvar", rec.var))
         image = rec.mean if method == "drus-mean" else rec.var
         amp = method_envelope("DRUSmean" if method == "drus-mean" else "DRUSvar", image)

@@ -27,6 +27,7 @@ from typing import Union
 import numpy as np
 import torch
 
+from drus.defaults import POOL_WIDTH
 from drus.metrics import to_db
 
 __all__ = ["Estimates", "drus_mean", "drus_var", "drus_var_pooled", "pool_window", "POOL_WIDTH", "estimate", "bmode_db"]
@@ -161,10 +162,6 @@ def bmode_db(image: Array, *, floor_db: float = -60.0) -> Array:
     return out
 
 
-#: Side of the pooling neighbourhood of :func:`drus_var_pooled`, in m: one lateral resolution cell of
-#: single-plane-wave DAS, the −6 dB width measured on the simulated PICMUS resolution set (SR, 0.84 mm;
-#: docs/picmus.md), rounded. A stated rule, not tuned on the test sets (docs/realdata.md).
-POOL_WIDTH = 0.85e-3
 
 
 def pool_window(grid, width: float = POOL_WIDTH) -> int:

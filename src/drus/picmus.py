@@ -107,7 +107,7 @@ PICMUS_SETS = {
 SHORT_NAMES = {"expe_cont": "EC", "expe_reso": "ER", "simu_cont": "SC", "simu_reso": "SR"}
 
 #: Methods of Table I, in the paper's column order.
-METHODS = ("DAS 75 PW", "DAS 1 PW", "DENOmean", "DRUSmean", "DRUSvar")
+METHODS = ("DAS 75 PW", "DAS 1 PW", "DENOmean", "DRUSmean", "DRUSvar", "DRUSvar pooled")
 
 #: Paper Table I (DESIGN §6): ``{(dataset, metric): {method: value}}``; FWHM in mm.
 PAPER_TABLE_I = {
@@ -365,7 +365,7 @@ def method_envelope(method: str, image: np.ndarray) -> np.ndarray:
         return np.abs(image)
     if method in ("DENOmean", "DRUSmean"):
         return envelope(image, axis=0)
-    if method == "DRUSvar":
+    if method in ("DRUSvar", "DRUSvar pooled"):
         return np.abs(image)
     raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
 
@@ -456,6 +456,7 @@ class DatasetResult:
         return save_images_hdf5(
             path, attrs={**self.attrs, "dataset": self.dataset.name},
             samples=self.drus_samples, mean=m["DRUSmean"].image, var=m["DRUSvar"].image,
+            **({"var_pooled": m["DRUSvar pooled"].image} if "DRUSvar pooled" in m else {}),
             x_axis=g_u.x_axis, z_axis=g_u.z_axis,
             by=self.by, deno_samples=self.deno_samples, deno_mean=m["DENOmean"].image,
             x_axis_image=self.by_grid.x_axis, z_axis_image=self.by_grid.z_axis,
@@ -616,6 +617,8 @@ def evaluate_picmus(
     out_dir=None,
     geometry=None,
     decomposed=None,
+    prior_fraction: float = 0.0,
+    sigma0_from_data: bool = False,
 ) -> PicmusEvaluation:
     """Table I of the DRUSvar paper on the PICMUS sets: DAS 75/1 PW, DENOmean, DRUSmean, DRUSvar.
 
@@ -675,6 +678,13 @@ def evaluate_picmus(
     decomposed : DecomposedBH, optional
         A ready operator (its ``out_shape`` must be the measurement grid's shape); skips
         :func:`picmus_operator`.
+    prior_fraction : float
+        DRUS: passed to :func:`drus.reconstruct.reconstruct` (0, the default, is the paper's use of σ0).
+    sigma0_from_data : bool
+        DRUS: the noise level from :func:`drus.noise.estimate_sigma0` instead of the paper's σ0.
+
+    ``DRUSvar pooled`` (:func:`drus.estimators.drus_var_pooled`, one DAS resolution cell) is scored
+    from the same samples, beside the paper's DRUSvar.
 
     Returns
     -------
@@ -682,6 +692,7 @@ def evaluate_picmus(
     """
     import torch
 
+    from .estimators import pool_window
     from .geometry import picmus
     from .reconstruct import deno, reconstruct
 
@@ -710,7 +721,9 @@ def evaluate_picmus(
         "measurement_grid": list(grid.shape), "unknown_grid": list(unknown_grid.shape),
         "decomposition": {"seconds": seconds_decomposition, "n_kept": int(decomposed.n_kept), "s1": float(decomposed.s1),
                           "key": decomposed.metadata.get("key")},
-        "beta": 0.5,
+        "beta": 0.5, "prior_fraction": float(prior_fraction),
+        "sigma0_drus": "estimated from the data (drus.noise)" if sigma0_from_data else "the paper's",
+        "pool_window_px": pool_window(unknown_grid),
     }
     common = dict(model=model, n_samples=int(n_samples), n_steps=int(n_steps), seed=int(seed), device=device,
                   progress=progress)
@@ -735,14 +748,21 @@ def evaluate_picmus(
         den = deno(inp.deno, sigma0=ds.sigma0_deno, **common)
         add("DENOmean", den.mean, grid, time.perf_counter() - t)
         t = time.perf_counter()
-        rec = reconstruct(decomposed, inp.by, sigma0=ds.sigma0_drus, **common)
+        sigma0, sigma0_source = ds.sigma0_drus, "paper"
+        if sigma0_from_data:
+            from .noise import estimate_sigma0
+
+            sigma0, sigma0_source = estimate_sigma0(decomposed, inp.by)
+        rec = reconstruct(decomposed, inp.by, sigma0=sigma0, prior_fraction=prior_fraction, **common)
         sec = time.perf_counter() - t
         add("DRUSmean", rec.mean, unknown_grid, sec)
         add("DRUSvar", rec.var, unknown_grid, sec)
+        add("DRUSvar pooled", rec.var_pooled(pool_window(unknown_grid)), unknown_grid, sec)
         results[ds.name] = DatasetResult(
             dataset=ds, methods=methods, by=inp.by, by_grid=grid, drus_samples=rec.samples, deno_samples=den.samples,
             cysts=cysts,
-            attrs={"sigma0_drus": ds.sigma0_drus, "sigma0_deno": ds.sigma0_deno, "n_samples": int(n_samples),
+            attrs={"sigma0_drus": sigma0, "sigma0_drus_source": sigma0_source, "sigma0_sampler_drus": rec.sigma0_sampler,
+                   "prior_fraction": float(prior_fraction), "sigma0_deno": ds.sigma0_deno, "n_samples": int(n_samples),
                    "n_steps": int(n_steps), "seed": int(seed), "threshold": float(threshold),
                    "scale_drus": rec.scale, "scale_deno": den.scale, "scale_source_drus": rec.scale_source,
                    "scale_source_deno": den.scale_source,

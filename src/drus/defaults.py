@@ -1,0 +1,15 @@
+"""drus's own defaults where they differ from the paper, declared once (no heavy imports: the CLI reads them).
+
+Each was chosen on simulations and the simulated PICMUS sets, never on EC/ER or in vivo data; how
+is in docs/realdata.md. ``drus reconstruct --paper`` and ``drus evaluate picmus --paper`` restore the
+paper's configuration.
+"""
+
+#: Fraction of the operator's components that the prior decides (:func:`drus.data.regularised_sigma0`).
+#: Swept over {0, 0.4, 0.6, 0.8} on SC, SC's phantom through drus's ``H`` with channel noise, and
+#: SC's phantom on the unknown grid: 0.6 gave the best DRUSvar gCNR on all three.
+PRIOR_FRACTION = 0.6
+
+#: Side of the pooling neighbourhood of :func:`drus.estimators.drus_var_pooled`, in m: one lateral
+#: resolution cell of single-plane-wave DAS (its −6 dB width on the simulated set SR, 0.84 mm), rounded.
+POOL_WIDTH = 0.85e-3
