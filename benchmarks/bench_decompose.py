@@ -99,7 +99,7 @@ def images(size: int, n_samples: int = 10, n_steps: int = 50) -> None:
         sec = time.perf_counter() - t
         if s1 is None:
             s1, ref_op = op.s1, op
-            sigma0 = 0.02 * s1 * float(np.sqrt(np.mean(o**2)))  # the paper's σ0/s_1 range (DESIGN §5)
+            sigma0 = 0.02 * s1 * float(np.sqrt(np.mean(o**2)))  # the paper's σ0/s_1 range (docs/method.md §3)
             y = clean + sigma0 * torch.from_numpy(rng.standard_normal(grid.shape).astype(np.float32))
         err = operator_error(op, bf, speckle(np.ones(grid.shape, np.float32), seed=9))
         recs = {label: reconstruct(op, y, sigma0=sigma0, model=model, n_samples=n_samples, n_steps=n_steps, seed=0,

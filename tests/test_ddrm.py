@@ -1,4 +1,4 @@
-"""Tests of the noise schedule and the DDRM sampler (Kawar et al. 2022; DESIGN §4).
+"""Tests of the noise schedule and the DDRM sampler (Kawar et al. 2022; docs/method.md §4).
 
 The sampler is checked against three references, from the strongest to the most specific:
 
@@ -138,7 +138,7 @@ class GaussianDenoiser:
 def exact_ddrm_law(cov, operator: DenseSVDOperator, y, *, sigma0, eta, eta_b, n_steps, schedule=SCHEDULE):
     """Mean ``[n]`` and covariance ``[n, n]`` of DDRM's output given ``y`` for the prior ``N(0, cov)``.
 
-    An independent implementation of DESIGN §4 / Kawar et al. Sect. 3.2: the state
+    An independent implementation of docs/method.md §4 / Kawar et al. Sect. 3.2: the state
     ``u = x_t/√ᾱ_t`` (image space) is Gaussian; each step is ``x̄′ = G u + h + diag(ν) z`` with the
     rows of ``G`` chosen per spectral component and case, and ``u′ = V x̄′``.
     """

@@ -1,4 +1,4 @@
-"""The exact, cached decomposition of ``BH`` (:mod:`drus.decompose`; DESIGN §5).
+"""The exact, cached decomposition of ``BH`` (:mod:`drus.decompose`; docs/decomposition.md).
 
 References: a dense ``BH`` formed column by column from the sparse ``B (H e_i)`` and its numpy SVD
 (float64), on tiny symmetric grids with the 8-element probe of ``conftest.py``.

@@ -1,7 +1,7 @@
 """DDRM sampling (Kawar et al. 2022) in the SVD basis of a linear operator, as DRUS uses it.
 
-Code names ↔ symbols of Kawar et al. (2022), Sect. 3.2, and DESIGN §4
---------------------------------------------------------------------
+Code names ↔ symbols of Kawar et al. (2022), Sect. 3.2, and docs/method.md §4
+-----------------------------------------------------------------------------
 ===================  ==========================================================================
 code                 symbol / meaning
 ===================  ==========================================================================
@@ -10,7 +10,7 @@ code                 symbol / meaning
                      ``spectral_shape``); ``s_i = 0`` beyond the rank
 ``y_bar``            ``ȳ = Uᵀy`` — *not* divided by ``s``: the formulas below write ``ȳ_i/s_i``
 ``y_tilde``          ``ȳ_i/s_i`` (0 where ``s_i = 0``): DDRM's ``ȳ`` (Sect. 3.2)
-``sigma0``           ``σ_y`` (DDRM) = ``σ0`` (DESIGN): std of the noise on ``y``
+``sigma0``           ``σ_y`` (DDRM) = ``σ0`` (drus): std of the noise on ``y``
 ``r``                ``σ0/s_i``: std of the noise on ``ȳ_i/s_i``
 ``sigma_t``          ``σ_t = √((1 − ᾱ_t)/ᾱ_t)``, ``sigma_next`` = ``σ′ = σ_{t′}``
 ``x_t``              the network's input, ``x_t = √ᾱ_t·(x0 + σ_t ε)`` (image space)
@@ -129,7 +129,7 @@ def ddrm_sample(
 ) -> DDRMResult:
     """Draw ``C`` DDRM samples of the image given one measurement (Kawar et al. 2022, Sect. 3).
 
-    Implements DESIGN §4 (the DRUS/DRUSvar sampler, paper Sect. II-A) in the spectral space of
+    Implements docs/method.md §4 (the DRUS/DRUSvar sampler, paper Sect. II-A) in the spectral space of
     ``H = U S Vᵀ``, with ``σ′ = σ_{t′}``, ``ȳ = Uᵀy`` and fresh ``z_i ~ N(0, 1)`` at each step:
 
     * **init** (Kawar et al., Sect. 3.2, the ``t = T`` conditional):
@@ -174,7 +174,7 @@ def ddrm_sample(
         ``[n_z, n_x]``).
     sigma0 : float
         ``σ0 ≥ 0``, the standard deviation of the white Gaussian noise on ``y`` (``σ_y`` in Kawar et
-        al.; DESIGN §2 for the paper's values). ``σ0 = 0`` is the noiseless case.
+        al.; docs/method.md §3 for the paper's values). ``σ0 = 0`` is the noiseless case.
     n_samples : int
         ``C``, the number of samples, all run as one batch (10 in the paper).
     n_steps : int

@@ -1,12 +1,12 @@
-"""An exact, cached SVD view of the plane-wave operator ``BH`` (DESIGN §5).
+"""An exact, cached SVD view of the plane-wave operator ``BH`` (docs/decomposition.md).
 
 DDRM (:mod:`drus.ddrm`) works in the SVD basis of ``A = BH = U S Vᵀ``; at the paper's 256 × 256 grid
-``BH`` is a dense 65 536² matrix (DESIGN §5: no low-rank or shift-invariant shortcut; the reference
+``BH`` is a dense 65 536² matrix (docs/decomposition.md: no low-rank or shift-invariant shortcut; the reference
 code keeps dense ``U`` and ``V``, 2 × 16 GiB in float32). This module computes that decomposition
 exactly, with three savings:
 
 1. **Flip split.** On a grid symmetric about ``x = 0`` with a 0° wave, ``BH`` commutes with the
-   lateral flip ``P`` (``x → −x``; DESIGN §5, ``tests/test_physics.py``). With orthonormal bases
+   lateral flip ``P`` (``x → −x``; docs/decomposition.md §1, ``tests/test_physics.py``). With orthonormal bases
    ``Q_e``, ``Q_o`` of the even (``Px = x``) and odd (``Px = −x``) images — pairs of mirrored columns
    ``(e_j ± e_j')/√2``, the middle column of an odd ``n_x`` in the even part — ``BH`` is block
    diagonal: ``Q_oᵀ BH Q_e = Q_eᵀ BH Q_o = 0``, and the two half-size blocks ``A_e = Q_eᵀ BH Q_e``,
@@ -26,7 +26,7 @@ Spectral layout (:class:`DecomposedBH`)
 ---------------------------------------
 The spectral vector is ``[even block | odd block]``; inside a block, components are sorted by
 descending singular value. Components below ``threshold · s_1`` get ``s = 0`` and DDRM samples them
-from the prior (DESIGN §4, "components with no singular value"). Such components must still exist
+from the prior (docs/method.md §4, "no singular value"). Such components must still exist
 in the spectral domain: the image is ``x = V_k V_kᵀ x + (I − V_k V_kᵀ) x`` and the second term is
 what DDRM draws from the prior. Each block stores one of two equivalent representations of it:
 
@@ -471,7 +471,7 @@ def reliable_floor(method: str, compute_dtype: str) -> float:
     Floors: gram 1.1e-7 (float64) / 2.4e-3 (float32); svd 2.2e-14 / 1.2e-5. Measured on a
     1 152² block with singular values down to 4e-18·s_1 (docs/decomposition.md) the errors are 4–5×
     below these estimates: gram float32 loses 1.5 % at 1e-3·s_1 and 2e-4 at 1e-2·s_1, float64 1e-11.
-    So in float64 the squaring never matters above the thresholds in use (σ0/s_1 ≈ 1e-2, DESIGN §5);
+    So in float64 the squaring never matters above the thresholds in use (σ0/s_1 ≈ 1e-2, docs/decomposition.md);
     in float32 it does below ≈ 1e-2 (use ``method="svd"``). Components below the floor are treated
     as unobserved (``s = 0``).
     """
@@ -740,7 +740,7 @@ def _cpu_mm(a: torch.Tensor, w: torch.Tensor, transpose: bool) -> torch.Tensor:
 
 
 class DecomposedBH(SVDOperator):
-    """``BH = U S Vᵀ`` on ``[n_z, n_x]`` images, from the flip-split decomposition (DESIGN §5).
+    """``BH = U S Vᵀ`` on ``[n_z, n_x]`` images, from the flip-split decomposition (docs/decomposition.md).
 
     Square (unknowns on the measurement grid) or rectangular (unknowns on
     ``beamformer.unknown_grid``, a coarser grid; module docstring): ``in_shape`` is the unknown
@@ -1055,7 +1055,7 @@ def decompose_bh(
     chunk_bytes: int = _DEFAULT_CHUNK_BYTES,
     split: str = "flip",
 ) -> DecomposedBH:
-    """Exact SVD view of ``BH`` via the flip split, cached on disk half by half (DESIGN §5).
+    """Exact SVD view of ``BH`` via the flip split, cached on disk half by half (docs/decomposition.md).
 
     For each flip block (even, then odd): load it from the cache if a valid file exists, else
     accumulate its Gram matrix from row chunks (:func:`flip_gram`, ``method="gram"``) or assemble
@@ -1073,7 +1073,7 @@ def decompose_bh(
         see :func:`reliable_floor`).
     threshold : float
         Relative threshold in ``[0, 1)``: components with ``s_i ≤ threshold · s_1`` get ``s_i = 0``
-        (DDRM samples them from the prior). σ0/s_1 ≈ 0.01–0.03 for the PICMUS data (DESIGN §5).
+        (DDRM samples them from the prior). σ0/s_1 ≈ 0.01–0.03 for the PICMUS data (docs/method.md §3).
     dtype : {"float32", "float16"}
         Storage dtype of ``V`` (memory and cache size; float16 halves them, see docs/decomposition.md
         for its effect on the operator error). Singular values are always float32.

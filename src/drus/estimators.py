@@ -130,7 +130,7 @@ def estimate(samples: Array, *, beta: float = 0.5) -> Estimates:
 
 
 def bmode_db(image: Array, *, floor_db: float = -60.0) -> Array:
-    """B-mode in dB, ``20·log10(|X| / max|X|)`` clipped at ``floor_db`` (DESIGN §6; display [−60, 0]).
+    """B-mode in dB, ``20·log10(|X| / max|X|)`` clipped at ``floor_db`` (docs/method.md §7; display [−60, 0]).
 
     A thin wrapper of :func:`drus.metrics.to_db` (one dB convention for display and metrics) that
     returns the kind it was given: a tensor input gives a tensor on the same device.

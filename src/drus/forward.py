@@ -10,7 +10,7 @@ delayed by ``τ(r, e) = τ_tx(r) + τ_rx(r, e)``::
   aperture: the earliest arrival over virtual sources along the aperture (elements interpolated
   ``aperture_upsampling`` times) fired with the steering delays ``x_e sin θ / c``. For θ = 0 this is
   the distance from the pixel to the aperture segment (``z`` in front of it) over ``c``
-  (DESIGN §2); in the insonified zone of a steered wave it equals ``(x sin θ + z cos θ) / c``.
+  (docs/method.md §3); in the insonified zone of a steered wave it equals ``(x sin θ + z cos θ) / c``.
 - receive delay ``τ_rx = |r − r_e| / c``.
 - time origin: ``t = 0`` when the wavefront passes the probe centre; sample ``k`` is at
   ``t0 + k / fs`` (:class:`drus.geometry.PlaneWave`).
@@ -109,7 +109,7 @@ class PlaneWaveModel:
     pulse : PulseEcho, optional
         Two-way pulse; defaults to :func:`drus.pulse.picmus_pulse` at ``wave.sampling_frequency``.
     aperture_upsampling : int
-        Virtual sources per element pitch for the transmit delay (4, DESIGN §2).
+        Virtual sources per element pitch for the transmit delay (4, docs/method.md §3).
     dtype :
         Floating type of the sparse matrices (float32 by default).
 

@@ -252,7 +252,7 @@ class PlaneWave:
         return PlaneWave(self.sampling_frequency, self.sound_speed, angle, self.t0, self.n_samples)
 
 
-# --- PICMUS / paper presets (paper Sect. IV; DESIGN §2) -------------------------------------------
+# --- PICMUS / paper presets (paper Sect. IV; docs/method.md §3) -----------------------------------
 PICMUS_N_ELEMENTS = 128
 PICMUS_PITCH = 0.300e-3  # m
 PICMUS_F0 = 5.208e6  # Hz

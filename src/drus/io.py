@@ -1,7 +1,7 @@
 """Readers and writers: plane-wave channel data, DRUS/DENO observations, reference images.
 
 Every reader converts the file's layout to the drus conventions *once*, here at the boundary
-(DESIGN §8):
+(docs/method.md §8):
 
 - channel data are ``[n_tx, n_samples, n_elements]`` (one ``[n_samples, n_elements]`` frame per
   transmit event), ``float32`` for RF and ``complex64`` for IQ;

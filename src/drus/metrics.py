@@ -1,4 +1,4 @@
-"""Image-quality metrics: B-mode dB conversion, gCNR, CNR, SNR, FWHM, and ROI masks (DESIGN §6).
+"""Image-quality metrics: B-mode dB conversion, gCNR, CNR, SNR, FWHM, and ROI masks (docs/method.md §7).
 
 Images are ``[n_z, n_x]`` arrays on an :class:`~drus.geometry.ImageGrid` (depth down, lateral
 right); positions and widths are in m. Every metric takes the *image* (signed reflectivity, envelope
@@ -53,10 +53,10 @@ __all__ = [
 
 DEFAULT_FLOOR_DB = -60.0  # display floor of the paper's B-modes, dB
 DEFAULT_CYST_PAD = 0.5e-3  # gap between a cyst's edge and its inside/outside ROIs, m
-DEFAULT_GCNR_BINS = 256  # DESIGN §6
-DEFAULT_FWHM_HALF_BOX = 1.8e-3  # m, DESIGN §6
-DEFAULT_FWHM_UPSAMPLE = 10  # DESIGN §6
-DEFAULT_FWHM_LEVEL_DB = -6.0  # DESIGN §6
+DEFAULT_GCNR_BINS = 256  # docs/method.md §7
+DEFAULT_FWHM_HALF_BOX = 1.8e-3  # m, docs/method.md §7
+DEFAULT_FWHM_UPSAMPLE = 10  # docs/method.md §7
+DEFAULT_FWHM_LEVEL_DB = -6.0  # docs/method.md §7
 
 
 # --- input checks ------------------------------------------------------------------------------------
@@ -134,7 +134,7 @@ def gcnr(inside, outside, *, bins: int = DEFAULT_GCNR_BINS) -> float:
 
     ``p_in`` and ``p_out`` are the normalised histograms (each summing to 1) of the two samples on
     ``bins`` equal bins over the joint range ``[min(in ∪ out), max(in ∪ out)]``. 0 for identical
-    distributions, 1 for disjoint ones. Pass dB values (DESIGN §6), e.g. ``to_db(image)[mask]``.
+    distributions, 1 for disjoint ones. Pass dB values (docs/method.md §7), e.g. ``to_db(image)[mask]``.
 
     Parameters
     ----------
@@ -468,7 +468,7 @@ def contrast_metrics(
     bins: int = DEFAULT_GCNR_BINS,
     speckle_rois: Sequence | None = None,
 ) -> ContrastMetrics:
-    """gCNR and CNR of each cyst, SNR of each speckle ROI (DESIGN §6).
+    """gCNR and CNR of each cyst, SNR of each speckle ROI (docs/method.md §7).
 
     Parameters
     ----------

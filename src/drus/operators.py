@@ -152,7 +152,7 @@ class Identity(SVDOperator):
     _V = _Ut = _U = _apply = _adjoint = _Vt
 
 
-# --- separable blur (paper Sect. III; DESIGN §3) --------------------------------------------------
+# --- separable blur (paper Sect. III; docs/method.md §5) ------------------------------------------
 def _half_width(std_px: float, half_width: int | None) -> int:
     """Default truncation ±round(2.5 std) (7 taps at the paper's 1.2 px), at least ±1."""
     return max(1, int(round(2.5 * std_px))) if half_width is None else int(half_width)

@@ -4,8 +4,8 @@ Everything here follows the conventions of :mod:`drus.geometry`: images are ``[n
 arrays (depth down, lateral right, C order) on an :class:`~drus.geometry.ImageGrid`, and physical
 quantities are in SI units (m).
 
-Vocabulary (paper eq. (1), DESIGN §3)
--------------------------------------
+Vocabulary (paper eq. (1), docs/method.md §2 and §5)
+----------------------------------------------------
 - *echogenicity* ``p`` ``[n_z, n_x]``: the local scattering strength, ``p ≥ 0``.
 - *reflectivity* ``o = m ⊙ p``: a speckle realisation, ``m ~ N(0, 1)`` i.i.d. per pixel.
 - *measurement* ``y = K o + γ·max|K o|·n``, ``n ~ N(0, I)``, noise std ``σ0 = γ·max|K o|``.
@@ -54,7 +54,7 @@ __all__ = [
     "PICMUS_GROUP",
 ]
 
-# --- paper phantom parameters (paper Sect. III; DESIGN §3) ----------------------------------------
+# --- paper phantom parameters (paper Sect. III; docs/method.md §5) --------------------------------
 OCCLUSION_RADIUS = 3.5e-3  # m
 OCCLUSION_CENTERS_X = (-11e-3, 0.0, 11e-3)  # m
 OCCLUSION_CENTERS_Z = (17e-3, 28e-3, 39e-3)  # m
@@ -157,7 +157,7 @@ def render_disks(grid: ImageGrid, disks: Iterable[Disk]) -> np.ndarray:
     return np.any(d2 <= r2, axis=0)
 
 
-# --- paper phantoms (DESIGN §3) --------------------------------------------------------------------
+# --- paper phantoms (docs/method.md §5) ------------------------------------------------------------
 def occlusion_disks(
     *,
     radius: float = OCCLUSION_RADIUS,
@@ -265,7 +265,7 @@ def scatterer_phantom(
     return inside.astype(np.float32)
 
 
-# --- observation model: speckle and noise (paper eq. (1); DESIGN §3) ----------------------------
+# --- observation model: speckle and noise (paper eq. (1); docs/method.md §5) --------------------
 def speckle(
     echogenicity,
     *,
@@ -314,7 +314,7 @@ def add_noise(
     seed: int | None = None,
     rng: np.random.Generator | None = None,
 ) -> tuple[np.ndarray, float]:
-    """Additive white Gaussian noise relative to the signal peak (DESIGN §3).
+    """Additive white Gaussian noise relative to the signal peak (docs/method.md §5).
 
     ``noisy = signal + γ·max|signal|·n``, ``n ~ N(0, I)``.
 

@@ -2,8 +2,8 @@
 
 The shared reference data (``$DRUS_REFERENCE_DATA`` or ``../shared/data``) holds, for the four
 PICMUS sets, the DRUS observations ``By`` (``picmus/by_drus``), the DENO inputs (``by_deno``), DAS
-references with 1/3/11/75 plane waves and the official phantom descriptions. Numbers below are from
-DESIGN §2 and the data README.
+references with 1/3/11/75 plane waves and the official phantom descriptions. Numbers below, and their
+sources (the authors' code, the reference data): docs/method.md §3.
 
 :func:`evaluate_picmus` reproduces Table I of the DRUSvar paper (DAS 75 PW, DAS 1 PW, DENOmean,
 DRUSmean, DRUSvar on EC = expe_cont, ER = expe_reso, and the simulated SC = simu_cont,
@@ -64,7 +64,7 @@ class PicmusSet:
 
     name: str
     number: int  # das_reference/<n>.hdf5, phantoms/picmus_phantom_<n>.hdf5
-    sigma0_drus: float  # noise std in By units (DESIGN §2)
+    sigma0_drus: float  # noise std in By units (docs/method.md §3)
     sigma0_deno: float  # noise std of the max-normalised DENO input
     by_factor: float  # y normalised to max 1 then multiplied by this (30 contrast, 10 resolution)
     kind: str  # "contrast" or "resolution"
@@ -109,7 +109,7 @@ SHORT_NAMES = {"expe_cont": "EC", "expe_reso": "ER", "simu_cont": "SC", "simu_re
 #: Methods of Table I, in the paper's column order.
 METHODS = ("DAS 75 PW", "DAS 1 PW", "DENOmean", "DRUSmean", "DRUSvar", "DRUSvar pooled")
 
-#: Paper Table I (DESIGN §6): ``{(dataset, metric): {method: value}}``; FWHM in mm.
+#: Paper Table I (docs/method.md §7): ``{(dataset, metric): {method: value}}``; FWHM in mm.
 PAPER_TABLE_I = {
     ("expe_cont", "gcnr"): dict(zip(METHODS, (0.95, 0.87, 0.95, 0.97, 0.98))),
     ("expe_cont", "snr"): dict(zip(METHODS, (1.92, 1.97, 1.93, 1.87, 3.03))),

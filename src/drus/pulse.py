@@ -2,7 +2,7 @@
 
 Paper eq. (2): the received signal is the reflectivity convolved with ``h``, the excitation ``he``
 filtered twice by the element impulse response ``h0`` (transmit and receive). Parameters from
-DESIGN §2 (the DRUS reference): excitation = Gaussian-windowed cosine at ``fe`` = 5.208 MHz, 67 %
+the DRUS authors' code (docs/method.md §3): excitation = Gaussian-windowed cosine at ``fe`` = 5.208 MHz, 67 %
 bandwidth, 2.5 cycles; element response = Gaussian-windowed cosine at 5.1333 MHz, 65 % bandwidth,
 support ±2 periods. The Gaussian window is ``exp(-t²/a)`` with ``a = 4 ln2 / (π f BWR)²``, which puts
 the −6 dB points of the spectrum at ``f (1 ± BWR/2)``.
@@ -118,7 +118,7 @@ def picmus_pulse(
     element_periods: float = 2.0,
     oversampling: int = 10,
 ) -> PulseEcho:
-    """The DRUS two-way pulse for the L11-4v (DESIGN §2).
+    """The DRUS two-way pulse for the L11-4v (docs/method.md §3).
 
     ``h = h0 ∗ he ∗ h0`` with ``he`` supported on ±``excitation_cycles``/2 periods of
     ``excitation_frequency`` and ``h0`` on ±``element_periods`` periods of ``element_frequency``;

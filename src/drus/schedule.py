@@ -8,7 +8,7 @@ for ``t = 0, …, T − 1`` (0-based, as in the reference code), with the conven
 noise). DDRM (Kawar et al. 2022, Sect. 3–4) works in the "σ" (variance-exploding) parametrisation
 ``x_t / √ᾱ_t = x0 + σ_t · ε`` with ``σ_t = √((1 − ᾱ_t)/ᾱ_t)``; this module provides both views.
 
-The paper's setting (DESIGN §2) is ``T = 1000``, linear ``β`` from 1e-4 to 0.02 and 50 sampling steps
+The paper's setting (docs/method.md §3) is ``T = 1000``, linear ``β`` from 1e-4 to 0.02 and 50 sampling steps
 (skip 20): ``t = 980, 960, …, 0`` followed by ``−1``.
 """
 
@@ -136,7 +136,7 @@ class NoiseSchedule:
 
         ``skip = T // n_steps`` and the visited timesteps are ``(n_steps − 1)·skip, …, skip, 0``,
         followed by ``−1`` (``ᾱ = 1``), the "next" timestep of the last step. For ``T = 1000`` and 50
-        steps: ``980, 960, …, 20, 0, −1`` (DESIGN §4). The result always has ``n_steps + 1`` entries;
+        steps: ``980, 960, …, 20, 0, −1`` (docs/method.md §4). The result always has ``n_steps + 1`` entries;
         when ``n_steps`` does not divide ``T``, the reference code's ``range(0, T, skip)`` would give
         one step more, this does not.
 

@@ -4,7 +4,7 @@ This is an independent implementation of the "ablated diffusion model" (ADM) UNe
 Dhariwal & Nichol (2021) [1]_, itself built on the improved-DDPM UNet of Nichol & Dhariwal
 (2021) [2]_. Module structure and ``state_dict`` key names/shapes are identical to the public
 guided-diffusion ``UNetModel``, so its checkpoints (e.g. ``256x256_diffusion_uncond.pt``, the
-network the DRUS paper fine-tunes, DESIGN §7) load strictly with
+network the DRUS paper fine-tunes, docs/method.md §6) load strictly with
 :func:`drus.checkpoint.load_guided_diffusion`.
 
 Architecture in one paragraph
@@ -28,7 +28,7 @@ a 32-group GroupNorm evaluated in float32 whatever the parameter dtype (guided-d
 
 Shapes
 ------
-Images enter as ``[batch, channels, n_z, n_x]`` (depth down, lateral right; DESIGN §8 — a
+Images enter as ``[batch, channels, n_z, n_x]`` (depth down, lateral right; docs/method.md §8 — a
 single image ``[n_z, n_x]`` becomes ``image[None, None]``). The network is fully convolutional:
 attention acts on however many positions there are, so a net trained on 64 × 64 crops runs on
 256 × 256 images. ``n_z`` and ``n_x`` must be divisible by ``2 ** (len(channel_mult) - 1)``.
@@ -38,7 +38,7 @@ attention acts on however many positions there are, so a net trained on 64 × 64
 Ultrasound reflectivity images are single-channel; the ImageNet prior has 3 colour channels.
 Three ways to bridge the gap are provided, all exact rewrites of "repeat the grey image on the
 3 channels and average the colour channels of each output" (what the DRUS reference code does,
-DESIGN §2):
+docs/method.md §6):
 
 - :class:`GreyscaleAdapter` wraps a 3-channel net at run time (no new weights);
 - :func:`convert_to_single_channel` folds that rule into the weights of a genuine 1-channel
@@ -851,7 +851,7 @@ class GreyscaleAdapter(nn.Module):
     The input ``[B, 1, H, W]`` is repeated on the ``in_channels`` of the wrapped net, and each
     block of ``in_channels`` outputs (ε, then the variance channels if ``learn_sigma``) is
     averaged — what the DRUS reference code does around the ImageNet prior. Averaging the three
-    ε estimates of a grey image lowers their variance, which the paper notes (DESIGN §2).
+    ε estimates of a grey image lowers their variance, and so the samples' spread (docs/method.md §6).
 
     Parameters
     ----------
