@@ -178,7 +178,7 @@ def beamform(path, out_png, angles, x_range, z_range, pixel, f_number, center_fr
 
 @main.command()
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/prior", show_default=True, help="Run folder; an existing run there is resumed.")
-@click.option("--data", default="synthetic", show_default=True, help="'synthetic' (speckle over random echogenicity maps) or a folder of images.")
+@click.option("--data", default="synthetic", show_default=True, help="'synthetic' (speckle over random echogenicity maps), 'beamformed' (beamformed-RF-like images on the 128² DRUS grid, with pulse, sound-speed and depth-gain mismatch) or a folder of images.")
 @click.option("--steps", type=int, default=20000, show_default=True)
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--image-size", type=int, default=64, show_default=True, help="Training crop side (pixels).")
@@ -189,7 +189,7 @@ def beamform(path, out_png, angles, x_range, z_range, pixel, f_number, center_fr
 @click.option("--psf-std", "psf_std_px", type=float, default=None, help="Blur synthetic images with a Gaussian PSF of this std (pixels).")
 @click.option("--model", "model_json", default=None, help='UNet config overrides as JSON, e.g. \'{"model_channels": 32}\'.')
 @click.option("--preset", type=click.Choice(["default", "small"]), default="default", show_default=True, help="Network size: 'default' = the shipped prior's architecture.")
-@click.option("--init-from", type=click.Path(exists=True, dir_okay=False), default=None, help="Fine-tune a guided-diffusion .pt checkpoint (lr 1e-4, batch 1 in the paper).")
+@click.option("--init-from", type=click.Path(exists=True, dir_okay=False), default=None, help="Fine-tune a drus prior (.safetensors, e.g. src/drus/priors/default.safetensors) or a guided-diffusion .pt checkpoint (lr 1e-4, batch 1 in the paper).")
 @click.option("--init-config", "init_config_json", default=None, help="Architecture of --init-from as JSON (default: OpenAI 256x256 uncond).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)

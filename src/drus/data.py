@@ -30,7 +30,7 @@ import torch
 
 from .phantoms import random_echogenicity, speckle
 
-__all__ = ["TARGET_RMS", "normalise_rms", "estimate_rms", "prior_scale", "regularised_sigma0", "SyntheticSpeckle", "FolderImages", "make_source"]
+__all__ = ["TARGET_RMS", "normalise_rms", "estimate_rms", "prior_scale", "regularised_sigma0", "SyntheticSpeckle", "BeamformedSpeckle", "FolderImages", "make_source"]
 
 TARGET_RMS = 0.25
 
@@ -155,6 +155,69 @@ class SyntheticSpeckle:
         return torch.from_numpy(np.stack([self[start + i] for i in range(n)]))
 
 
+class BeamformedSpeckle:
+    """On-the-fly training images that look like beamformed RF sampled on a DRUS grid, ``[1, size, size]``.
+
+    The paper's prior saw beamformed images, not white reflectivity. This source makes such images
+    from drus's own physics, with the mismatches a real acquisition brings:
+
+    1. ``o = m ⊙ p`` on a grid ``oversample`` times finer than the target pixel pitch
+       (``p`` from :func:`drus.phantoms.random_echogenicity` on the target grid, upsampled);
+    2. the pulse-echo point-spread function, separable: in depth a Gaussian-windowed cosine of
+       spatial frequency ``2 f0 / c`` (the RF oscillates with period λ/2 in depth) and −6 dB
+       fractional bandwidth ``bw``; laterally a Gaussian of −6 dB width ``lateral_fwhm``;
+    3. a depth gain ``exp(g·z)`` (uncompensated attenuation or a time-gain error);
+    4. point sampling at the target pitch, so the depth oscillation aliases exactly as it does on
+       the DRUS grid (at 0.28 mm pixels the RF is sampled below its Nyquist rate).
+
+    Per image, drawn uniformly: ``f0 ∈ f0_nominal·[0.85, 1.15]``, ``c ∈ 1540·[0.97, 1.03]`` m/s,
+    ``bw ∈ [0.5, 0.8]``, ``lateral_fwhm ∈ [0.4, 0.9]`` mm, a depth gain of ±3 dB over the crop, and a
+    random sub-pixel offset of the sampling. Each image is a pure function of ``(seed, index)``.
+
+    Parameters
+    ----------
+    size : int
+        Crop side in pixels.
+    pitch : float
+        Target pixel pitch in m (0.283 mm: the 128² unknown grid of the paper's field of view).
+    f0 : float
+        Nominal centre frequency in Hz (PICMUS: 5.208 MHz).
+    """
+
+    def __init__(self, size: int = 64, *, seed: int = 0, pitch: float = 36e-3 / 127, f0: float = 5.208e6,
+                 oversample: int = 6):
+        self.size, self.seed, self.pitch, self.f0, self.oversample = int(size), int(seed), float(pitch), float(f0), int(oversample)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        from scipy.ndimage import convolve1d, zoom
+
+        rng = np.random.default_rng([self.seed, int(index), 7])
+        n, k = self.size, self.oversample
+        p = random_echogenicity((n, n), rng=rng)
+        p_fine = np.maximum(zoom(p, k, order=1), 0.0)
+        o = speckle(p_fine, rng=rng).astype(np.float64)
+        dz = self.pitch / k
+        f0 = self.f0 * rng.uniform(0.85, 1.15)
+        c = 1540.0 * rng.uniform(0.97, 1.03)
+        bw = rng.uniform(0.5, 0.8)
+        kz = 2 * f0 / c  # cycles per m in depth
+        sigma_f = bw * kz / (2 * np.sqrt(2 * np.log(2)))  # −6 dB (amplitude 1/2) full width bw·kz
+        sigma_z = 1 / (2 * np.pi * sigma_f)
+        zt = np.arange(-int(np.ceil(3 * sigma_z / dz)), int(np.ceil(3 * sigma_z / dz)) + 1) * dz
+        axial = np.exp(-zt**2 / (2 * sigma_z**2)) * np.cos(2 * np.pi * kz * zt + rng.uniform(0, 2 * np.pi))
+        fwhm = rng.uniform(0.4e-3, 0.9e-3)
+        sx = fwhm / (2 * np.sqrt(2 * np.log(2)))
+        xt = np.arange(-int(np.ceil(3 * sx / dz)), int(np.ceil(3 * sx / dz)) + 1) * dz
+        lateral = np.exp(-xt**2 / (2 * sx**2))
+        rf = convolve1d(convolve1d(o, axial, axis=0, mode="constant"), lateral, axis=1, mode="constant")
+        gain_db = rng.uniform(-3, 3) * np.linspace(-0.5, 0.5, rf.shape[0])
+        rf *= (10 ** (gain_db / 20))[:, None]
+        i0, j0 = rng.integers(k), rng.integers(k)
+        return normalise_rms(np.ascontiguousarray(rf[i0::k, j0::k][:n, :n]).astype(np.float32))[None]
+
+    batch = SyntheticSpeckle.batch
+
+
 def _load_2d_arrays(path: Path) -> list[np.ndarray]:
     suffix = path.suffix.lower()
     if suffix == ".npy":
@@ -225,7 +288,10 @@ class FolderImages:
 
 
 def make_source(spec: str, size: int, *, seed: int = 0, psf_std_px: float | None = None):
-    """``"synthetic"`` → :class:`SyntheticSpeckle`; a folder path → :class:`FolderImages`."""
+    """``"synthetic"`` → :class:`SyntheticSpeckle`; ``"beamformed"`` → :class:`BeamformedSpeckle`;
+    a folder path → :class:`FolderImages`."""
     if spec == "synthetic":
         return SyntheticSpeckle(size, seed=seed, psf_std_px=psf_std_px)
+    if spec == "beamformed":
+        return BeamformedSpeckle(size, seed=seed)
     return FolderImages(spec, size, seed=seed)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import load_guided_diffusion, save_checkpoint
+from .checkpoint import load_checkpoint, load_guided_diffusion, save_checkpoint
 from .data import make_source
 from .outputs import atomic_write, write_text_atomic
 from .schedule import NoiseSchedule
@@ -89,7 +89,9 @@ class TrainConfig:
     out_dir : str
         Output folder (checkpoints, log, exported prior). Re-running with the same folder resumes.
     data : str
-        ``"synthetic"`` (speckle over random echogenicity maps) or a folder of images.
+        ``"synthetic"`` (speckle over random echogenicity maps), ``"beamformed"``
+        (:class:`drus.data.BeamformedSpeckle`: beamformed-RF-like images on the 128² DRUS grid) or a
+        folder of images.
     steps : int
         Total optimisation steps.
     batch_size, image_size : int
@@ -109,7 +111,8 @@ class TrainConfig:
         :class:`drus.unet.UNetConfig` fields for a new network, over :meth:`UNetConfig.small`
         (default: :data:`DEFAULT_PRIOR_MODEL`; ignored when ``init_from`` is set).
     init_from : str or None
-        A guided-diffusion ``.pt`` checkpoint to fine-tune (3-channel nets are converted to 1 channel
+        A drus prior (``.safetensors``/``.json``, e.g. the shipped one) or a guided-diffusion ``.pt``
+        checkpoint to fine-tune (3-channel nets are converted to 1 channel
         by :func:`drus.unet.convert_to_single_channel`).
     init_config : dict or None
         The architecture of ``init_from`` (:class:`UNetConfig` fields); default: OpenAI's
@@ -229,6 +232,9 @@ def _load_state(path: Path) -> dict:
 
 
 def _build_model(cfg: TrainConfig) -> tuple[torch.nn.Module, UNetConfig]:
+    if cfg.init_from and Path(cfg.init_from).suffix in (".safetensors", ".json"):  # a drus checkpoint (a prior)
+        model, config, _ = load_checkpoint(cfg.init_from)
+        return model, config
     if cfg.init_from:
         config = UNetConfig.from_dict(cfg.init_config) if cfg.init_config else None
         model = load_guided_diffusion(cfg.init_from, config)
