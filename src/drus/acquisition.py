@@ -82,6 +82,10 @@ __all__ = [
     "check_memory",
     "likely_split",
     "DEFAULT_MAX_UNKNOWNS",
+    "prepare_acquisition",
+    "plan_decomposition",
+    "AcquisitionReconstruction",
+    "reconstruct_acquisition",
 ]
 
 log = logging.getLogger(__name__)
@@ -686,3 +690,175 @@ def check_memory(cost: DecompositionCost, *, available: float | None = None, mat
             f"are available ({cost.describe()}); use a coarser grid (--size), a smaller field of view "
             "(--x-range/--z-range; a grid symmetric about x = 0 with the 0° wave halves the blocks), "
             "--compute-dtype float32, or a machine with more memory or a GPU (--device cuda)")
+
+
+# --------------------------------------------------------------------------------------------------
+# The reconstruction path of ``drus reconstruct FILE`` (also used by ``drus demo``)
+# --------------------------------------------------------------------------------------------------
+def _say(report, message: str) -> None:
+    (report or log.info)(message)
+
+
+def prepare_acquisition(
+    source,
+    *,
+    angle: float | None = None,
+    x_range: tuple[float, float] | None = None,
+    z_range: tuple[float, float] | None = None,
+    size: int | None = None,
+    report=None,
+):
+    """``(acquisition, beamformer)`` as ``drus reconstruct FILE`` builds them (``H`` and ``B`` not built yet).
+
+    Parameters
+    ----------
+    source : path or Acquisition
+        A channel-data file (:func:`read_acquisition`) or an :class:`Acquisition` already read.
+    angle : float, optional
+        Steering angle in rad of the transmit to use (a file; default the one nearest 0°).
+    x_range, z_range : (float, float), optional
+        Field of view in m (default: :func:`default_grid`'s).
+    size : int, optional
+        Pixels along the longer side of the grid (:func:`default_grid`).
+    report : callable, optional
+        Receives one line per step (pulse, grid); default: the module logger.
+    """
+    acq = source if isinstance(source, Acquisition) else read_acquisition(source, angle=angle)
+    acq = acq.with_spectrum()
+    _say(report, acq.describe())
+    if acq.spectrum_source == "channel-data spectrum":
+        _say(report, "  pulse: centre frequency and bandwidth estimated from the channel data's spectrum (not in the file)")
+    grid = default_grid(acq, x_range=x_range, z_range=z_range, size=size)
+    _say(report, f"grid: {grid} (pixels {grid.dx * 1e3:.3f} × {grid.dz * 1e3:.3f} mm, λ = {acq.wavelength * 1e3:.3f} mm)")
+    return acq, acq.beamformer(grid)
+
+
+def plan_decomposition(beamformer, *, compute_dtype: str = "float64", threshold: float = 1e-3, cache_dir=None,
+                       cache: bool = True, report=None) -> str:
+    """Report the predicted time and peak memory of decomposing ``BH`` and refuse what cannot fit
+    (:func:`check_memory`), before ``H`` and ``B`` are built; then build them, settle the split
+    (:func:`drus.decompose.resolve_split`) and say whether the decomposition is cached. Returns the split."""
+    from .decompose import _paths, cache_key, default_cache_dir, FlipSplit, NoSplit, resolve_split
+
+    bf = beamformer
+    cost = decomposition_cost(bf, split=likely_split(bf), compute_dtype=compute_dtype)
+    _say(report, f"decomposition of BH: {cost.describe()} (estimated from docs/decomposition.md)")
+    check_memory(cost)
+    split = resolve_split(bf, "auto")
+    if split != cost.split:
+        _say(report, f"  the geometry is not flip-symmetric after all: "
+                     f"{decomposition_cost(bf, split=split, compute_dtype=compute_dtype).describe()}")
+    if cache:
+        folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        key = cache_key(bf, threshold=threshold, compute_dtype=compute_dtype, split=split)
+        parities = (NoSplit if split == "none" else FlipSplit).parities
+        if all(f.exists() for p in parities for f in _paths(folder, key, p)):
+            _say(report, f"  cached: {folder} (key {key[:12]}…)")
+    return split
+
+
+@dataclass(eq=False)
+class AcquisitionReconstruction:
+    """What :func:`reconstruct_acquisition` returns (images ``[n_z, n_x]`` on ``beamformer.grid``).
+
+    Attributes
+    ----------
+    acquisition, beamformer : the inputs.
+    by : ``B y``, the observation DRUS reconstructs. das : single-plane-wave DAS (RF) on the same grid.
+    operator : the decomposed ``BH`` (:class:`drus.decompose.DecomposedBH`).
+    sigma0, sigma0_source : the noise level DDRM was given and where it came from.
+    reconstruction : :class:`drus.reconstruct.Reconstruction` (samples, DRUSmean, DRUSvar).
+    var_pooled : pooled DRUSvar over one DAS resolution cell (:func:`drus.estimators.pool_window`),
+        ``None`` with one sample.
+    pool_window : its side in pixels.
+    attrs : provenance for the output file (angle, pulse, σ0 and its source, split, decomposition key…).
+    """
+
+    acquisition: Acquisition
+    beamformer: object
+    by: np.ndarray
+    das: np.ndarray
+    operator: object
+    sigma0: float
+    sigma0_source: str
+    reconstruction: object
+    var_pooled: np.ndarray | None
+    pool_window: int
+    attrs: dict
+
+    @property
+    def grid(self) -> ImageGrid:
+        return self.beamformer.grid
+
+
+def reconstruct_acquisition(
+    acquisition: Acquisition,
+    beamformer,
+    *,
+    model,
+    n_samples: int = 10,
+    n_steps: int = 50,
+    sigma0: float | None = None,
+    prior_fraction: float | None = None,
+    threshold: float = 1e-3,
+    compute_dtype: str = "float64",
+    cache_dir=None,
+    cache: bool = True,
+    device="cpu",
+    seed: int | None = 0,
+    split: str | None = None,
+    report=None,
+    progress: bool = True,
+) -> AcquisitionReconstruction:
+    """DRUS on one plane-wave acquisition: the path of ``drus reconstruct FILE --method drus-*``.
+
+    ``B y`` and DAS on ``beamformer.grid`` → the decomposed ``BH`` (:func:`drus.decompose.decompose_bh`,
+    cached) → σ0 from the data (:func:`drus.noise.estimate_sigma0`) unless given, with the channel-data
+    cross-check (:func:`drus.noise.channel_noise`, reported and saved, not used) → ``n_samples`` DDRM
+    samples with the sampler's σ0 regularised by ``prior_fraction`` (default
+    :data:`drus.defaults.PRIOR_FRACTION`) → DRUSmean, DRUSvar and the pooled DRUSvar.
+
+    ``split``: the split :func:`plan_decomposition` settled (run it first to get the cost checks);
+    ``None`` plans here. ``report`` receives the lines ``drus reconstruct`` prints.
+    """
+    from .beamform import das
+    from .decompose import decompose_bh
+    from .defaults import PRIOR_FRACTION
+    from .estimators import pool_window
+    from .noise import channel_noise, channel_noise_in_by, estimate_sigma0
+    from .reconstruct import reconstruct
+
+    acq, bf = acquisition.with_spectrum(), beamformer
+    prior_fraction = PRIOR_FRACTION if prior_fraction is None else float(prior_fraction)
+    if split is None:
+        split = plan_decomposition(bf, compute_dtype=compute_dtype, threshold=threshold, cache_dir=cache_dir,
+                                   cache=cache, report=report)
+    by = bf.beamform(acq.channel_data)
+    das_image = das(acq.channel_data, probe=bf.model.probe, waves=bf.model.wave, grid=bf.grid)
+    attrs = {"angle_deg": float(np.degrees(acq.angle)), "center_frequency": float(acq.center_frequency),
+             "bandwidth": float(acq.bandwidth), "pulse_source": acq.spectrum_source or "file", "transmit": acq.transmit}
+    op = decompose_bh(bf, threshold=threshold, compute_dtype=compute_dtype, cache_dir=cache_dir, cache=cache,
+                      device=device, split=split, progress=progress)
+    if sigma0 is None:
+        sigma0, source = estimate_sigma0(op, by)
+        _say(report, f"σ0 = {sigma0:.4g} (estimated from the data: {source})")
+    else:
+        source = "given (--sigma0)"
+        _say(report, f"σ0 = {sigma0:g} (given)")
+    try:  # cross-check from the channel data: white noise above the pulse band, seen through B
+        sigma_n = channel_noise(acq.channel_data, sampling_frequency=acq.sampling_frequency,
+                                center_frequency=acq.center_frequency, bandwidth=acq.bandwidth)
+        attrs.update(channel_noise_std=sigma_n, by_noise_rms_from_channel=channel_noise_in_by(bf, sigma_n))
+        _say(report, f"  cross-check: channel noise above the pulse band σn = {sigma_n:.4g}, its RMS in By "
+                     f"{attrs['by_noise_rms_from_channel']:.4g} (coloured by B; not used)")
+    except ValueError as exc:
+        _say(report, f"  cross-check from the channel data not available: {exc}")
+    rec = reconstruct(op, by, sigma0=float(sigma0), model=model, n_samples=n_samples, n_steps=n_steps, seed=seed,
+                      device=device, prior_fraction=prior_fraction, progress=progress)
+    window = pool_window(bf.grid)
+    pooled = rec.var_pooled(window) if n_samples >= 2 else None
+    attrs.update(prior_fraction=prior_fraction, sigma0_sampler=float(rec.sigma0_sampler), sigma0=float(sigma0),
+                 sigma0_source=source, split=split, decomposition_key=op.metadata["key"], pool_window=int(window))
+    return AcquisitionReconstruction(acquisition=acq, beamformer=bf, by=by, das=das_image, operator=op,
+                                     sigma0=float(sigma0), sigma0_source=source, reconstruction=rec,
+                                     var_pooled=pooled, pool_window=int(window), attrs=attrs)

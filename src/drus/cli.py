@@ -718,42 +718,24 @@ def _is_acquisition_file(path: Path) -> bool:
 
 def _acquisition_setup(path: Path, *, angle, x_range, z_range, size):
     """``(acquisition, beamformer)`` exactly as ``drus reconstruct`` builds them for a channel-data file
-    (``H`` and ``B`` are not built yet)."""
+    (``H`` and ``B`` are not built yet; :func:`drus.acquisition.prepare_acquisition`, ranges in mm, angle in degrees)."""
     import math
 
-    from .acquisition import default_grid, read_acquisition
+    from .acquisition import prepare_acquisition
 
-    acq = read_acquisition(path, angle=None if angle is None else math.radians(angle))
-    acq = acq.with_spectrum()
-    click.echo(acq.describe())
-    if acq.spectrum_source == "channel-data spectrum":
-        click.echo("  pulse: centre frequency and bandwidth estimated from the channel data's spectrum (not in the file)")
-    grid = default_grid(acq, x_range=None if not x_range else (x_range[0] * 1e-3, x_range[1] * 1e-3),
-                        z_range=None if not z_range else (z_range[0] * 1e-3, z_range[1] * 1e-3), size=size)
-    click.echo(f"grid: {grid} (pixels {grid.dx * 1e3:.3f} × {grid.dz * 1e3:.3f} mm, λ = {acq.wavelength * 1e3:.3f} mm)")
-    return acq, acq.beamformer(grid)
+    return prepare_acquisition(path, angle=None if angle is None else math.radians(angle),
+                               x_range=None if not x_range else (x_range[0] * 1e-3, x_range[1] * 1e-3),
+                               z_range=None if not z_range else (z_range[0] * 1e-3, z_range[1] * 1e-3),
+                               size=size, report=click.echo)
 
 
 def _plan_decomposition(bf, compute_dtype: str, *, threshold: float, cache_dir, cache: bool) -> str:
-    """Print the predicted time and peak memory of decomposing ``BH`` and refuse what cannot fit, before
-    ``H`` and ``B`` are built; then build them, settle the split and say whether it is cached. Returns the split."""
-    from .acquisition import check_memory, decomposition_cost, likely_split
-    from .decompose import _paths, cache_key, default_cache_dir, FlipSplit, NoSplit, resolve_split
+    """Print the predicted cost of decomposing ``BH``, refuse what cannot fit, settle the split
+    (:func:`drus.acquisition.plan_decomposition`). Returns the split."""
+    from .acquisition import plan_decomposition
 
-    cost = decomposition_cost(bf, split=likely_split(bf), compute_dtype=compute_dtype)
-    click.echo(f"decomposition of BH: {cost.describe()} (estimated from docs/decomposition.md)")
-    check_memory(cost)
-    split = resolve_split(bf, "auto")
-    if split != cost.split:
-        click.echo(f"  the geometry is not flip-symmetric after all: "
-                   f"{decomposition_cost(bf, split=split, compute_dtype=compute_dtype).describe()}")
-    if cache:
-        folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-        key = cache_key(bf, threshold=threshold, compute_dtype=compute_dtype, split=split)
-        parities = (NoSplit if split == "none" else FlipSplit).parities
-        if all(f.exists() for p in parities for f in _paths(folder, key, p)):
-            click.echo(f"  cached: {folder} (key {key[:12]}…)")
-    return split
+    return plan_decomposition(bf, compute_dtype=compute_dtype, threshold=threshold, cache_dir=cache_dir, cache=cache,
+                              report=click.echo)
 
 
 def _reconstruct_acquisition(path: Path, *, method, sigma0, angle, x_range, z_range, grid_size, n_samples, n_steps,
@@ -761,11 +743,8 @@ def _reconstruct_acquisition(path: Path, *, method, sigma0, angle, x_range, z_ra
                              no_cache=False, overwrite=False, prior_fraction=0.0, **_unused) -> None:
     """``drus reconstruct`` on a channel-data file: any plane-wave acquisition (drus.acquisition)."""
     from .beamform import bmode, das
-    from .decompose import decompose_bh
-    from .estimators import pool_window
     from .io import save_images_hdf5
     from .metrics import to_db
-    from .noise import estimate_sigma0
     from .outputs import check_writable_dir, refuse_overwrite
     from .picmus import method_envelope
     from .plotting import save_bmode_figure
@@ -796,50 +775,37 @@ def _reconstruct_acquisition(path: Path, *, method, sigma0, angle, x_range, z_ra
         model = load_prior(prior, device=dev)
         _check_size_multiple(model, grid.n_z, "--size")
         _check_size_multiple(model, grid.n_x, "--size")
-    split = None
-    if method in ("drus-mean", "drus-var"):  # cost and memory first, before any expensive work
+    res = None
+    if method in ("drus-mean", "drus-var"):
+        from .acquisition import reconstruct_acquisition
+
+        # cost and memory first, before any expensive work; then B y, DAS, BH decomposed, σ0, samples
         split = _plan_decomposition(bf, compute_dtype, threshold=threshold, cache_dir=cache_dir, cache=not no_cache)
-    by = bf.beamform(acq.channel_data)
-    das_image = das(acq.channel_data, probe=bf.model.probe, waves=bf.model.wave, grid=grid)
+        res = reconstruct_acquisition(acq, bf, model=model, n_samples=n_samples, n_steps=n_steps, sigma0=sigma0,
+                                      prior_fraction=prior_fraction, threshold=threshold, compute_dtype=compute_dtype,
+                                      cache_dir=cache_dir, cache=not no_cache, device=dev, seed=seed, split=split,
+                                      report=click.echo)
+        by, das_image = res.by, res.das
+    else:
+        by = bf.beamform(acq.channel_data)
+        das_image = das(acq.channel_data, probe=bf.model.probe, waves=bf.model.wave, grid=grid)
     panels = {"DAS, 1 plane wave": bmode(das_image), "By (matched filter)": to_db(method_envelope("DRUSmean", by))}
     arrays = {"by": by, "das": das_image}
     attrs = {"method": method, "observation": str(path), "angle_deg": float(np.degrees(acq.angle)),
              "center_frequency": float(acq.center_frequency), "bandwidth": float(acq.bandwidth),
              "pulse_source": acq.spectrum_source or "file", "transmit": acq.transmit}
     image, amp = by, method_envelope("DRUSmean", by)
-    if method in ("drus-mean", "drus-var"):
-        from .reconstruct import reconstruct
-
-        op = decompose_bh(bf, threshold=threshold, compute_dtype=compute_dtype, cache_dir=cache_dir, cache=not no_cache,
-                          device=dev, split=split)
-        if sigma0 is None:
-            sigma0, source = estimate_sigma0(op, by)
-            click.echo(f"σ0 = {sigma0:.4g} (estimated from the data: {source})")
-        else:
-            source = "given (--sigma0)"
-            click.echo(f"σ0 = {sigma0:g} (given)")
-        try:  # cross-check from the channel data: white noise above the pulse band, seen through B
-            from .noise import channel_noise, channel_noise_in_by
-
-            sigma_n = channel_noise(acq.channel_data, sampling_frequency=acq.sampling_frequency,
-                                    center_frequency=acq.center_frequency, bandwidth=acq.bandwidth)
-            attrs.update(channel_noise_std=sigma_n, by_noise_rms_from_channel=channel_noise_in_by(bf, sigma_n))
-            click.echo(f"  cross-check: channel noise above the pulse band σn = {sigma_n:.4g}, its RMS in By "
-                       f"{attrs['by_noise_rms_from_channel']:.4g} (coloured by B; not used)")
-        except ValueError as exc:
-            click.echo(f"  cross-check from the channel data not available: {exc}")
-        rec = reconstruct(op, by, sigma0=float(sigma0), model=model, n_samples=n_samples, n_steps=n_steps, seed=seed,
-                          device=dev, prior_fraction=prior_fraction)
+    if res is not None:
+        rec = res.reconstruction
         arrays.update(samples=rec.samples, mean=rec.mean)
-        attrs.update(prior_fraction=float(prior_fraction), sigma0_sampler=float(rec.sigma0_sampler))
+        attrs.update(res.attrs)
         panels["DRUSmean"] = to_db(method_envelope("DRUSmean", rec.mean))
         if n_samples >= 2:  # DRUSvar needs two samples
             arrays["var"] = rec.var
-            arrays["var_pooled"] = rec.var_pooled(pool_window(grid))
+            arrays["var_pooled"] = res.var_pooled
             panels["DRUSvar"] = to_db(method_envelope("DRUSvar", rec.var))
         image = rec.mean if method == "drus-mean" else rec.var
         amp = method_envelope("DRUSmean" if method == "drus-mean" else "DRUSvar", image)
-        attrs.update(sigma0=float(sigma0), sigma0_source=source, split=split, decomposition_key=op.metadata["key"])
         click.echo(f"{'DRUSmean' if method == 'drus-mean' else 'DRUSvar'}: {n_samples} samples, {n_steps} steps, "
                    f"{rec.timings.get('seconds_total', float('nan')):.1f} s")
     elif method == "deno-mean":
