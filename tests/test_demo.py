@@ -9,6 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from drus.cli import main
+from drus.defaults import PRIOR_FRACTION
+from drus.demo import DEMO_FILES, PW_CYSTS
+from drus.estimators import drus_var, drus_var_pooled
 from drus.io import load_images_hdf5, read_ustb_channel_data
 from drus.reconstruct import default_prior_path
 
@@ -17,20 +20,101 @@ needs_prior = pytest.mark.skipif(not default_prior_path().exists(), reason="no s
 
 @needs_prior
 def test_demo_writes_pictures_samples_and_metrics(tmp_path):
-    res = CliRunner().invoke(main, ["demo", "--out", str(tmp_path), "--samples", "2", "--steps", "3", "--size", "64"])
+    out, cache = tmp_path / "demo", tmp_path / "cache"
+    res = CliRunner().invoke(main, ["demo", "--out", str(out), "--samples", "2", "--steps", "3", "--size", "64",
+                                    "--plane-wave-size", "32", "--cache-dir", str(cache), "--device", "cpu"])
     assert res.exit_code == 0, res.output
-    assert "DRUSvar" in res.output and "gCNR" in res.output
-    for f in ("demo.png", "demo.h5", "metrics.json", "channel_data.h5"):
-        assert (tmp_path / f).stat().st_size > 0
-    metrics = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
+    assert "DRUSvar" in res.output and "gCNR" in res.output and "plane wave" in res.output
+    for f in DEMO_FILES:
+        assert (out / f).stat().st_size > 0, f
+    summary = json.loads((out / "metrics.json").read_text())
+    metrics = summary["metrics"]
     assert len(metrics) == 5
     for m in metrics.values():
         assert 0 <= m["gcnr"]["mean"] <= 1 and m["snr"]["mean"] > 0 and len(m["gcnr"]["values"]) == 9
-    saved = load_images_hdf5(tmp_path / "demo.h5")
+    saved = load_images_hdf5(out / "demo.h5")
     assert saved["samples"].shape == (2, 64, 64)
     assert np.allclose(saved["drus_mean"], saved["samples"].mean(axis=0), atol=1e-5)
-    cd = read_ustb_channel_data(tmp_path / "channel_data.h5")  # re-readable by drus beamform
+    cd = read_ustb_channel_data(out / "channel_data.h5")  # re-readable by drus beamform
     assert cd.n_tx == 1 and cd.n_elements == 128
+
+    # the plane-wave panel: DAS 1 PW, DRUSmean, DRUSvar and the pooled DRUSvar, scored on its cysts
+    pw = summary["plane_wave"]
+    assert [k.split(" (")[0] for k in pw["metrics"]] == ["DAS", "DRUSmean", "DRUSvar", f"DRUSvar pooled "
+                                                          f"{pw['settings']['pool_window']}×{pw['settings']['pool_window']}"]
+    for name, m in pw["metrics"].items():
+        assert len(m["gcnr"]["values"]) == len(PW_CYSTS) == len(m["snr"]["values"]), name
+        assert all(np.isfinite(m[k]["mean"]) for k in ("gcnr", "snr", "cnr")), name
+        assert 0 <= m["gcnr"]["mean"] <= 1 and m["snr"]["mean"] > 0, name
+    st = pw["settings"]
+    assert st["split"] == "flip" and st["sigma0"] > 0 and st["sigma0_source"].startswith("spectral fit")
+    assert st["prior_fraction"] == PRIOR_FRACTION and st["sigma0_sampler"] >= st["sigma0"]
+    for line in ("DAS (1 PW)", "DRUSvar pooled"):
+        assert line in res.output
+    pws = load_images_hdf5(out / "plane_wave.h5")
+    assert pws["samples"].shape == (2, *st["grid"]) and pws.grid.shape == tuple(st["grid"])
+    assert pws.attrs["operator"] == "DecomposedBH" and pws.attrs["decomposition_key"] == st["decomposition_key"]
+    assert np.allclose(pws["drus_var"], drus_var(pws["samples"]), rtol=1e-5, atol=1e-7)
+    assert np.allclose(pws["drus_var_pooled"], drus_var_pooled(pws["samples"], window=st["pool_window"]),
+                       rtol=1e-5, atol=1e-7)
+    assert any(p.suffix == ".safetensors" for p in cache.iterdir())  # BH decomposed into the given cache
+
+    # --quick: C = 4 and 20 steps in both parts; a second run reads the cached decomposition
+    again = CliRunner().invoke(main, ["demo", "--out", str(out), "--quick", "--size", "64", "--plane-wave-size", "32",
+                                      "--cache-dir", str(cache), "--device", "cpu"])
+    assert again.exit_code != 0 and "--overwrite" in again.output  # earlier results are kept
+    again = CliRunner().invoke(main, ["demo", "--out", str(out), "--quick", "--size", "64", "--plane-wave-size", "32",
+                                      "--cache-dir", str(cache), "--device", "cpu", "--overwrite"])
+    assert again.exit_code == 0, again.output
+    quick = json.loads((out / "metrics.json").read_text())
+    assert quick["settings"]["n_samples"] == quick["plane_wave"]["settings"]["n_samples"] == 4
+    assert quick["plane_wave"]["settings"]["n_steps"] == 20
+    assert quick["plane_wave"]["settings"]["decomposition_key"] == st["decomposition_key"]
+
+
+@needs_prior
+def test_plane_wave_panel_runs_drus_with_the_decomposed_bh_of_the_written_file(tmp_path, monkeypatch):
+    """DRUSvar of the panel comes from DDRM with the decomposed BH of the acquisition read back from its file,
+    on the grid that `drus reconstruct FILE --x-range … --z-range … --size N` builds."""
+    import math
+
+    import torch
+
+    import drus.decompose
+    import drus.reconstruct
+    from drus.acquisition import default_grid, read_acquisition
+    from drus.decompose import DecomposedBH, cache_key
+    from drus.demo import PW_X_RANGE, PW_Z_RANGE, plane_wave_panel
+    from drus.reconstruct import load_prior
+
+    seen = {}
+    real_reconstruct = drus.reconstruct.reconstruct
+
+    def spy(operator, y, **kw):
+        seen["operator"], seen["y"], seen["kw"] = operator, y, kw
+        return real_reconstruct(operator, y, **kw)
+
+    monkeypatch.setattr(drus.reconstruct, "reconstruct", spy)
+    part, files, res, _ = plane_wave_panel(tmp_path, model=load_prior(None), n_samples=2, n_steps=3, size=32,
+                                           cache_dir=tmp_path / "cache", progress=False)
+    op = seen["operator"]
+    assert isinstance(op, DecomposedBH) and op is res.operator and op.beamformer is res.beamformer
+    assert seen["y"] is res.by and seen["kw"]["prior_fraction"] == PRIOR_FRACTION
+    assert seen["kw"]["sigma0"] == res.sigma0
+    # the user's path: the written file read back, the grid of --x-range/--z-range/--size
+    acq = read_acquisition(tmp_path / "plane_wave_acquisition.h5")
+    grid = default_grid(acq, x_range=PW_X_RANGE, z_range=PW_Z_RANGE, size=32)
+    assert grid == res.grid
+    assert cache_key(acq.beamformer(grid)) == part["settings"]["decomposition_key"] == op.metadata["key"]
+    # the SVD view is BH: U S Vᵀ x = BH x for any x (the kept components hold all of BH above 1e-3·s1)
+    x = torch.randn(res.grid.shape, generator=torch.Generator().manual_seed(0))
+    bh = res.beamformer.BH.apply(x)
+    assert float((op.apply(x) - bh).norm() / bh.norm()) < 1e-3
+    # DRUSvar and its pooled version are the estimators of these samples
+    rec = res.reconstruction
+    assert np.allclose(rec.var, drus_var(rec.samples), rtol=1e-5, atol=1e-7)
+    assert np.allclose(res.var_pooled, drus_var_pooled(rec.samples, window=res.pool_window), rtol=1e-5, atol=1e-7)
+    assert math.isfinite(part["metrics"][next(k for k in part["metrics"] if k.startswith("DRUSvar ("))]["gcnr"]["mean"])
 
 
 def test_beamform_command_on_a_synthetic_file(tmp_path):

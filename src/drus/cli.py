@@ -78,18 +78,22 @@ def _check_size_multiple(model, size: int, option: str) -> None:
 
 @main.command()
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out/demo", show_default=True, help="Output folder.")
-@click.option("--quick", is_flag=True, help="C = 4 samples and 20 steps instead of 10 and 50 (about a minute on 2 CPU cores).")
+@click.option("--quick", is_flag=True, help="C = 4 samples and 20 steps instead of 10 and 50, in both parts (about a minute on 2 CPU cores).")
 @click.option("--seed", type=int, default=1000, show_default=True, help="Speckle/noise seed (held out from training).")
 @click.option("--prior", type=click.Path(exists=True, dir_okay=False), default=None, help="Prior checkpoint (.safetensors); default: the shipped prior.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, …")
 @click.option("--samples", "n_samples", type=click.IntRange(min=2), default=None, help="Number of DDRM samples C ≥ 2 (default 10; 4 with --quick).")
 @click.option("--steps", "n_steps", type=click.IntRange(min=1), default=None, help="DDRM steps (default 50; 20 with --quick).")
-@click.option("--gamma", type=click.FloatRange(min=0), default=0.02, show_default=True, help="Additive noise level γ of the blur experiment.")
+@click.option("--gamma", type=click.FloatRange(min=0), default=0.02, show_default=True, help="Additive noise level γ: of the blur observation, and of the channel data (γ·max|y|).")
 @click.option("--size", type=click.IntRange(min=16), default=256, show_default=True, help="Grid side in pixels over the paper's field of view.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True, help="Network precision (bf16/fp16 for GPUs).")
 @click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run in --out.")
-def demo(out_dir, quick, seed, prior, device, n_samples, n_steps, gamma, size, precision, overwrite) -> None:
-    """Reconstruct the numerical occlusion phantom end to end and write pictures and metrics."""
+@click.option("--plane-wave-size", type=click.IntRange(min=16), default=96, show_default=True, help="Plane-wave panel: pixels along the depth of its grid (96: 64 × 96 unknowns of 0.15 mm).")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Decomposition cache of the plane-wave panel (default: $DRUS_CACHE or ~/.cache/drus, as drus reconstruct).")
+def demo(out_dir, quick, seed, prior, device, n_samples, n_steps, gamma, size, precision, overwrite, plane_wave_size,
+         cache_dir) -> None:
+    """Reconstruct the numerical occlusion phantom end to end (the paper's separable-blur study) and a
+    simulated plane-wave acquisition through the drus reconstruct FILE path; write pictures and metrics."""
     from .demo import DEMO_FILES, run_demo
     from .outputs import check_writable_dir, refuse_overwrite
     from .reconstruct import load_prior
@@ -99,10 +103,12 @@ def demo(out_dir, quick, seed, prior, device, n_samples, n_steps, gamma, size, p
     resolve_device(device)
     out = check_writable_dir(out_dir)
     refuse_overwrite([out / f for f in DEMO_FILES], overwrite=overwrite)
+    if cache_dir is not None:
+        check_writable_dir(cache_dir, option="--cache-dir")
     _check_size_multiple(load_prior(prior), size, "--size")
     result = run_demo(
         out_dir, quick=quick, seed=seed, prior=prior, device=device, n_samples=n_samples, n_steps=n_steps, gamma=gamma,
-        size=size, precision=precision, overwrite=overwrite,
+        size=size, precision=precision, overwrite=overwrite, plane_wave_size=plane_wave_size, cache_dir=cache_dir,
     )
     click.echo(result.table())
     click.echo(f"\nwrote {', '.join(str(p) for p in result.files)}")

@@ -7,6 +7,14 @@
    ``y_K = K o + γ·max|K o|·n``, ``C`` DDRM samples with the prior → DRUSmean and DRUSvar.
 3. gCNR and SNR of every image over the 9 cysts (:func:`drus.metrics.contrast_metrics`), a figure
    with all B-modes in [−60, 0] dB, the samples and images in HDF5, and ``metrics.json``.
+4. The plane-wave panel (:func:`plane_wave_panel`), the toolkit's main job: a small field of view
+   with anechoic cysts and point targets, simulated on a grid twice as fine as the reconstruction's
+   → channel data of a 0° plane wave with white noise, written in the minimal layout
+   (:func:`drus.acquisition.write_acquisition`) → read back and reconstructed exactly as
+   ``drus reconstruct FILE --method drus-var`` does (:func:`drus.acquisition.prepare_acquisition`,
+   :func:`~drus.acquisition.plan_decomposition`, :func:`~drus.acquisition.reconstruct_acquisition`:
+   the decomposed ``BH``, σ0 from the data, the sampler's σ0 at ``drus.defaults.PRIOR_FRACTION``) →
+   DAS 1 PW, DRUSmean, DRUSvar and the pooled DRUSvar, scored on the cysts.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import numpy as np
 import torch
 
 from .beamform import MatchedFilterBeamformer, das, envelope, log_compress
-from .geometry import paper_grid, picmus_plane_wave, picmus_probe
+from .geometry import ImageGrid, paper_grid, picmus_plane_wave, picmus_probe
 from .io import ChannelData, save_images_hdf5, write_ustb_channel_data
 from .metrics import contrast_metrics
 from .operators import SeparableBlur
@@ -29,10 +37,22 @@ from .outputs import refuse_overwrite, write_text_atomic
 from .phantoms import add_noise, occlusion_disks, occlusion_phantom, speckle
 from .plotting import save_bmode_figure
 
-__all__ = ["DemoResult", "run_demo", "DEMO_FILES"]
+__all__ = ["DemoResult", "run_demo", "plane_wave_panel", "DEMO_FILES"]
 
 #: The files ``run_demo`` writes into its output folder.
-DEMO_FILES = ("demo.png", "demo.h5", "channel_data.h5", "metrics.json")
+DEMO_FILES = ("demo.png", "demo.h5", "channel_data.h5", "metrics.json", "plane_wave.png", "plane_wave.h5",
+              "plane_wave_acquisition.h5")
+
+#: The plane-wave panel's field of view (m): 9.45 × 14.25 mm, 64 × 96 pixels of 0.15 mm (≈ λ/2 at 5.2 MHz)
+#: with the default ``plane_wave_size`` of 96.
+PW_X_RANGE = (-4.725e-3, 4.725e-3)
+PW_Z_RANGE = (13.0e-3, 27.25e-3)
+#: Its anechoic cysts (x, z, radius in m) and point targets (x, z in m).
+PW_CYSTS = ((0.0, 15.6e-3, 1.5e-3), (0.0, 20.1e-3, 1.5e-3), (0.0, 24.6e-3, 1.5e-3))
+PW_POINTS = ((-3.6e-3, 15.0e-3), (3.6e-3, 15.0e-3), (-3.6e-3, 20.0e-3), (3.6e-3, 20.0e-3),
+             (-3.6e-3, 25.0e-3), (3.6e-3, 25.0e-3))
+#: Point-target amplitude relative to the speckle's per-pixel standard deviation on the simulation grid.
+PW_POINT_AMPLITUDE = 30.0
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +65,23 @@ class DemoResult:
     files: list
     seconds: dict
 
+    plane_wave: dict | None = None
+
     def table(self) -> str:
-        """The metrics as a plain-text table (mean ± std over the 9 cysts)."""
-        lines = [f"{'method':<28}{'gCNR':>16}{'SNR':>16}", "-" * 60]
-        for name, m in self.metrics.items():
-            g, s = m["gcnr"], m["snr"]
-            lines.append(f"{name:<28}{g['mean']:>9.3f} ± {g['std']:.3f}{s['mean']:>9.3f} ± {s['std']:.3f}")
+        """The metrics as plain-text tables (mean ± std over the cysts): the blur study, then the plane-wave panel."""
+        def rows(metrics: dict) -> list:
+            out = [f"{'method':<32}{'gCNR':>16}{'SNR':>16}", "-" * 64]
+            for name, m in metrics.items():
+                g, s = m["gcnr"], m["snr"]
+                out.append(f"{name:<32}{g['mean']:>9.3f} ± {g['std']:.3f}{s['mean']:>9.3f} ± {s['std']:.3f}")
+            return out
+
+        lines = ["separable blur (paper's numerical study), 9 cysts:"] + rows(self.metrics)
+        if self.plane_wave is not None:
+            st = self.plane_wave["settings"]
+            lines += ["", f"plane wave, channel data → drus reconstruct path ({st['grid'][0]} × {st['grid'][1]} unknowns, "
+                          f"σ0 {st['sigma0']:.4g} from the data, sampler σ0 {st['sigma0_sampler']:.4g}), "
+                          f"{len(PW_CYSTS)} cysts:"] + rows(self.plane_wave["metrics"])
         t = ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())
         return "\n".join(lines + ["", f"time: {t}"])
 
@@ -69,16 +100,23 @@ def run_demo(
     precision: str = "fp32",
     progress: bool = True,
     overwrite: bool = True,
+    plane_wave: bool = True,
+    plane_wave_size: int = 96,
+    cache_dir=None,
+    cache: bool = True,
 ) -> DemoResult:
     """Run the demo and write its outputs into ``out_dir``.
 
-    ``quick``: C = 4 samples and 20 steps instead of C = 10 and 50 (the paper's setting).
+    ``quick``: C = 4 samples and 20 steps instead of C = 10 and 50 (the paper's setting), in both parts.
     ``size``: grid side in pixels over the paper's field of view (256; the blur is defined in mm, so
     a coarser grid makes the problem easier and the comparison less meaningful).
     ``seed`` seeds the speckle and the noise (1000+ are never used by the shipped prior's training,
     whose synthetic images come from seed 0). ``prior=None`` uses the shipped default prior.
     ``overwrite=False`` refuses to start when ``out_dir`` already holds demo results
     (:class:`drus.outputs.OutputExistsError`).
+    ``plane_wave``: add the plane-wave panel (:func:`plane_wave_panel`) with ``plane_wave_size`` pixels
+    along its depth (96: 64 × 96 unknowns); ``cache_dir``/``cache``: where its decomposition of ``BH``
+    is cached (default: :func:`drus.decompose.default_cache_dir`, as ``drus reconstruct``).
     """
     from .reconstruct import load_prior, reconstruct
     from .train import resolve_device
@@ -107,6 +145,12 @@ def run_demo(
     das_img = das(y_ch, probe=bf.model.probe, waves=bf.model.wave, grid=grid)
     by = bf.beamform(y_ch)
     seconds["physics"] = time.perf_counter() - t
+
+    # the plane-wave panel's acquisition, grid and the predicted cost of its BH, before any sampling
+    pw_plan = None
+    if plane_wave:
+        pw_plan = _plane_wave_acquisition(out, gamma=gamma, seed=seed, size=plane_wave_size, cache_dir=cache_dir,
+                                          cache=cache)
 
     # 2. DRUS with the separable blur of the paper's numerical study
     t = time.perf_counter()
@@ -142,8 +186,149 @@ def run_demo(
         modulation_frequency=0.0, initial_time=np.array([wave.t0]), sound_speed=wave.sound_speed,
         element_positions=np.stack([probe.element_x, 0 * probe.element_x, 0 * probe.element_x], axis=1),
         source="drus demo")))
-    write_text_atomic(out / "metrics.json", json.dumps({"settings": {
+
+    # 4. the plane-wave panel: a simulated acquisition through the `drus reconstruct FILE` path
+    pw = None
+    if pw_plan is not None:
+        pw, pw_files, _, pw_seconds = _plane_wave_reconstruction(
+            pw_plan, model=model, n_samples=n_samples, n_steps=n_steps, seed=seed, device=dev, progress=progress)
+        files += pw_files
+        seconds |= pw_seconds
+    summary = {"settings": {
         "grid": list(grid.shape), "n_samples": n_samples, "n_steps": n_steps, "gamma": gamma, "seed": seed,
-        "device": str(dev), "timings_s": seconds | {f"ddrm_{k}": v for k, v in rec.timings.items()}}, "metrics": metrics}, indent=2))
+        "device": str(dev), "timings_s": seconds | {f"ddrm_{k}": v for k, v in rec.timings.items()}}, "metrics": metrics}
+    if pw is not None:
+        summary["plane_wave"] = pw
+    write_text_atomic(out / "metrics.json", json.dumps(summary, indent=2))
     files.append(out / "metrics.json")
-    return DemoResult(metrics=metrics, files=files, seconds=seconds)
+    return DemoResult(metrics=metrics, files=files, seconds=seconds, plane_wave=pw)
+
+
+def plane_wave_panel(
+    out_dir,
+    *,
+    model,
+    n_samples: int,
+    n_steps: int,
+    gamma: float = 0.02,
+    seed: int = 1000,
+    device="cpu",
+    size: int = 96,
+    cache_dir=None,
+    cache: bool = True,
+    progress: bool = True,
+) -> tuple[dict, list, object, dict]:
+    """The plane-wave panel: a simulated acquisition through the ``drus reconstruct FILE`` path.
+
+    1. Echogenicity 1 with the anechoic :data:`PW_CYSTS`, speckle ``o = m ⊙ p`` plus the point targets
+       :data:`PW_POINTS` (amplitude :data:`PW_POINT_AMPLITUDE`) on a grid with half the pixel size of
+       the reconstruction grid (the unknowns never coincide with the simulated scatterers) → channel
+       data of the PICMUS L11-4v probe's 0° plane wave (:class:`drus.forward.PlaneWaveModel`, the
+       PICMUS pulse) + white noise ``γ·max|y|`` → ``plane_wave_acquisition.h5`` in the minimal layout
+       with the probe's nominal f0 and bandwidth (DRUS then models the pulse as a Gaussian: the pulse
+       shape does not match exactly, as with a scanner's file).
+    2. The file is read back and reconstructed as ``drus reconstruct FILE --method drus-var --x-range …
+       --z-range … --size SIZE`` does: grid over :data:`PW_X_RANGE` × :data:`PW_Z_RANGE` with ``size``
+       pixels along the depth, ``BH`` decomposed (flip split, cached), σ0 from the data, the sampler's
+       σ0 at ``drus.defaults.PRIOR_FRACTION``.
+    3. gCNR/SNR of DAS 1 PW, DRUSmean, DRUSvar and the pooled DRUSvar over the cysts (SNR in the ring
+       around each cyst); ``plane_wave.png`` and ``plane_wave.h5``.
+
+    Returns ``(part of metrics.json, files written, AcquisitionReconstruction, timings in s)``.
+    """
+    plan = _plane_wave_acquisition(out_dir, gamma=gamma, seed=seed, size=size, cache_dir=cache_dir, cache=cache)
+    return _plane_wave_reconstruction(plan, model=model, n_samples=n_samples, n_steps=n_steps, seed=seed,
+                                      device=device, progress=progress)
+
+
+def _plane_wave_acquisition(out_dir, *, gamma: float, seed: int, size: int, cache_dir, cache: bool) -> dict:
+    """Steps 1–2 of :func:`plane_wave_panel` up to the settled split: the simulated file written and read
+    back, the grid, ``H`` and ``B`` built and the predicted cost of the decomposition checked (cheap;
+    ``run_demo`` does it before any sampling)."""
+    from .acquisition import Acquisition, plan_decomposition, prepare_acquisition, write_acquisition
+    from .forward import PlaneWaveModel
+    from .phantoms import Disk, render_disks
+
+    if int(size) != size or size < 16:
+        raise ValueError(f"plane_wave_size must be an integer ≥ 16 (pixels along the depth), got {size!r}")
+    out = Path(out_dir)
+    seconds: dict = {}
+    cysts = [Disk(x, z, r) for x, z, r in PW_CYSTS]
+    (x0, x1), (z0, z1) = PW_X_RANGE, PW_Z_RANGE
+    pixel = max(x1 - x0, z1 - z0) / (int(size) - 1) / 2  # half the reconstruction pixel
+    sim_grid = ImageGrid.from_extent(x_min=x0, x_max=x1, z_min=z0, z_max=z1, n_x=int(round((x1 - x0) / pixel)) + 1,
+                                     n_z=int(round((z1 - z0) / pixel)) + 1)
+
+    # 1. the simulated acquisition, written as a user's file would be
+    t = time.perf_counter()
+    probe, wave = picmus_probe(), picmus_plane_wave()
+    p_sim = np.where(render_disks(sim_grid, cysts), 0.0, 1.0).astype(np.float32)
+    o = speckle(p_sim, seed=seed + 10)
+    for x, z in PW_POINTS:
+        o[int(np.argmin(np.abs(sim_grid.z_axis - z))), int(np.argmin(np.abs(sim_grid.x_axis - x)))] += PW_POINT_AMPLITUDE
+    y_clean = PlaneWaveModel(probe, wave, sim_grid).simulate(o)
+    y, noise_std = add_noise(y_clean, gamma=gamma, seed=seed + 11)
+    acq_path = write_acquisition(out / "plane_wave_acquisition.h5", Acquisition(
+        channel_data=y, element_x=probe.element_x, sampling_frequency=wave.sampling_frequency,
+        sound_speed=wave.sound_speed, t0=wave.t0, angle=wave.angle, center_frequency=probe.center_frequency,
+        bandwidth=probe.bandwidth, spectrum_source="file", source="drus demo"))
+    seconds["plane_wave_simulation"] = time.perf_counter() - t
+
+    # 2. the path of `drus reconstruct FILE --method drus-var`
+    t = time.perf_counter()
+    acq, bf = prepare_acquisition(acq_path, x_range=PW_X_RANGE, z_range=PW_Z_RANGE, size=size)
+    split = plan_decomposition(bf, cache_dir=cache_dir, cache=cache)
+    seconds["plane_wave_setup"] = time.perf_counter() - t
+    return dict(out=out, acq=acq, bf=bf, split=split, acq_path=acq_path, cysts=cysts, sim_grid=sim_grid,
+                noise_std=noise_std, gamma=gamma, cache_dir=cache_dir, cache=cache, seconds=seconds)
+
+
+def _plane_wave_reconstruction(plan: dict, *, model, n_samples: int, n_steps: int, seed: int, device,
+                               progress: bool) -> tuple[dict, list, object, dict]:
+    """Steps 2–3 of :func:`plane_wave_panel`: ``BH`` decomposed, σ0, DDRM samples, scores, figure, file."""
+    from .acquisition import reconstruct_acquisition
+    from .phantoms import render_disks
+    from .picmus import method_envelope
+
+    out, acq, bf, split, cysts, seconds = (plan[k] for k in ("out", "acq", "bf", "split", "cysts", "seconds"))
+    sim_grid, noise_std, gamma = plan["sim_grid"], plan["noise_std"], plan["gamma"]
+    (x0, x1), (z0, z1) = PW_X_RANGE, PW_Z_RANGE
+    t = time.perf_counter()
+    res = reconstruct_acquisition(acq, bf, model=model, n_samples=n_samples, n_steps=n_steps, seed=seed,
+                                  device=device, cache_dir=plan["cache_dir"], cache=plan["cache"], split=split,
+                                  progress=progress)
+    seconds["plane_wave_drus"] = time.perf_counter() - t
+
+    # 3. scores, figure, file
+    grid, rec = bf.grid, res.reconstruction
+    w = res.pool_window
+    envelopes = {
+        "DAS (1 PW)": envelope(res.das),
+        f"DRUSmean (C={n_samples})": method_envelope("DRUSmean", rec.mean),
+        f"DRUSvar (C={n_samples})": method_envelope("DRUSvar", rec.var),
+        f"DRUSvar pooled {w}×{w} (C={n_samples})": method_envelope("DRUSvar pooled", res.var_pooled),
+    }
+    metrics = {name: contrast_metrics(env, grid, cysts).to_dict() for name, env in envelopes.items()}
+    p_grid = np.where(render_disks(grid, cysts), 1e-6, 1.0)
+    panels = ({"echogenicity p (+ 6 point targets, not drawn)": log_compress(p_grid),
+               "By (matched filter)": log_compress(method_envelope("DRUSmean", res.by))}
+              | {k: log_compress(v) for k, v in envelopes.items()})
+    files = [plan["acq_path"],
+             save_bmode_figure(panels, grid, out / "plane_wave.png", overlays=cysts, columns=3,
+                               title="plane wave 0°, simulated channel data → the drus reconstruct FILE path: [−60, 0] dB"),
+             save_images_hdf5(out / "plane_wave.h5", grid=grid,
+                              attrs=res.attrs | {"seed": seed, "gamma": gamma, "channel_noise_std_true": noise_std,
+                                                 "n_steps": n_steps, "operator": type(res.operator).__name__},
+                              by=res.by, das=res.das, samples=rec.samples, drus_mean=rec.mean, drus_var=rec.var,
+                              drus_var_pooled=res.var_pooled)]
+    settings = {"grid": list(grid.shape), "pixel_mm": [grid.dz * 1e3, grid.dx * 1e3],
+                "x_range_mm": [x0 * 1e3, x1 * 1e3], "z_range_mm": [z0 * 1e3, z1 * 1e3],
+                "simulation_grid": list(sim_grid.shape), "cysts_mm": [[1e3 * v for v in c] for c in PW_CYSTS],
+                "points_mm": [[1e3 * v for v in p] for p in PW_POINTS], "gamma": gamma,
+                "channel_noise_std_true": noise_std, "n_samples": n_samples, "n_steps": n_steps, "seed": seed,
+                "sigma0": res.sigma0, "sigma0_source": res.sigma0_source, "sigma0_sampler": res.attrs["sigma0_sampler"],
+                "prior_fraction": res.attrs["prior_fraction"], "pool_window": w, "split": split,
+                "decomposition_key": res.attrs["decomposition_key"],
+                "kept_components": int((res.operator.singular_values > 0).sum()),
+                "timings_s": seconds | {f"ddrm_{k}": v for k, v in rec.timings.items()}}
+    return {"settings": settings, "metrics": metrics}, files, res, seconds
