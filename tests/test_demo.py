@@ -58,6 +58,9 @@ def test_demo_writes_pictures_samples_and_metrics(tmp_path):
     assert np.allclose(pws["drus_var_pooled"], drus_var_pooled(pws["samples"], window=st["pool_window"]),
                        rtol=1e-5, atol=1e-7)
     assert any(p.suffix == ".safetensors" for p in cache.iterdir())  # BH decomposed into the given cache
+    from drus.outputs import default_file_mode
+
+    assert (out / "plane_wave_acquisition.h5").stat().st_mode & 0o777 == default_file_mode()  # an ordinary file
 
     # --quick: C = 4 and 20 steps in both parts; a second run reads the cached decomposition
     again = CliRunner().invoke(main, ["demo", "--out", str(out), "--quick", "--size", "64", "--plane-wave-size", "32",

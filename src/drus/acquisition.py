@@ -39,6 +39,13 @@ t0 on any grid (:func:`default_grid`: the insonified field of view at λ/2 pixel
 frequency and bandwidth or, when the file has none, at those of the channel data's spectrum
 (:func:`drus.pulse.estimate_spectrum`, logged). :func:`decomposition_cost` predicts the time and
 peak memory of the exact decomposition of ``BH`` before it starts.
+
+The path of ``drus reconstruct FILE`` as library calls (``drus demo``'s plane-wave panel takes it too)::
+
+    acq, bf = prepare_acquisition("my.h5", x_range=(-5e-3, 5e-3), z_range=(10e-3, 25e-3), size=96)
+    split = plan_decomposition(bf)                     # predicted cost, refused if it cannot fit
+    res = reconstruct_acquisition(acq, bf, model=load_prior(), split=split)
+    res.by, res.das, res.reconstruction.var, res.var_pooled, res.sigma0, res.attrs
 """
 
 from __future__ import annotations
@@ -47,7 +54,6 @@ import dataclasses
 import logging
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -393,16 +399,9 @@ def write_acquisition(path: PathLike, acquisition: Acquisition) -> Path:
                 for k, v in data.items():
                     f.create_dataset(k, data=np.asarray(v))
                 f.attrs["layout"] = "drus minimal plane-wave acquisition (drus.acquisition.MINIMAL_LAYOUT)"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix, dir=target.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    from .outputs import atomic_write  # atomically, with the permissions of an ordinary new file
+
+    return atomic_write(target, write)
 
 
 def _fieldii_spectrum(path: Path) -> tuple[float, float] | None:
