@@ -70,7 +70,7 @@ class DemoResult:
     def table(self) -> str:
         """The metrics as plain-text tables (mean ± std over the cysts): the blur study, then the plane-wave panel."""
         def rows(metrics: dict) -> list:
-            out = [f"{'method':<32}{'gCNR':>16}{'SNR':>16}", "-" * 64]
+            out = [f"{'method':<32}{'gCNR':>17}{'SNR':>17}", "-" * 66]
             for name, m in metrics.items():
                 g, s = m["gcnr"], m["snr"]
                 out.append(f"{name:<32}{g['mean']:>9.3f} ± {g['std']:.3f}{s['mean']:>9.3f} ± {s['std']:.3f}")
