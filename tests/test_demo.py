@@ -87,7 +87,7 @@ def test_plane_wave_panel_runs_drus_with_the_decomposed_bh_of_the_written_file(t
     import drus.reconstruct
     from drus.acquisition import default_grid, read_acquisition
     from drus.decompose import DecomposedBH, cache_key
-    from drus.demo import PW_X_RANGE, PW_Z_RANGE, plane_wave_panel
+    from drus.demo import PW_X_RANGE, PW_X_RANGE_MM, PW_Z_RANGE, PW_Z_RANGE_MM, plane_wave_panel
     from drus.reconstruct import load_prior
 
     seen = {}
@@ -109,6 +109,19 @@ def test_plane_wave_panel_runs_drus_with_the_decomposed_bh_of_the_written_file(t
     grid = default_grid(acq, x_range=PW_X_RANGE, z_range=PW_Z_RANGE, size=32)
     assert grid == res.grid
     assert cache_key(acq.beamformer(grid)) == part["settings"]["decomposition_key"] == op.metadata["key"]
+    # … and `drus reconstruct FILE` with the panel's ranges reads the very decomposition the panel made
+    monkeypatch.undo()
+    cli = CliRunner().invoke(main, [
+        "reconstruct", str(tmp_path / "plane_wave_acquisition.h5"), "--method", "drus-var",
+        "--x-range", *map(str, PW_X_RANGE_MM), "--z-range", *map(str, PW_Z_RANGE_MM), "--size", "32",
+        "--samples", "2", "--steps", "1", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "cli"),
+        "--device", "cpu"])
+    assert cli.exit_code == 0, cli.output
+    assert "  cached: " in cli.output
+    by_cli = load_images_hdf5(tmp_path / "cli" / "plane_wave_acquisition_drus-var.hdf5")
+    assert by_cli.attrs["decomposition_key"] == op.metadata["key"]
+    assert by_cli.attrs["sigma0"] == pytest.approx(res.sigma0, rel=1e-6)
+    assert np.array_equal(by_cli["by"], res.by)
     # the SVD view is BH: U S Vᵀ x = BH x for any x (the kept components hold all of BH above 1e-3·s1)
     x = torch.randn(res.grid.shape, generator=torch.Generator().manual_seed(0))
     bh = res.beamformer.BH.apply(x)

@@ -45,8 +45,13 @@ DEMO_FILES = ("demo.png", "demo.h5", "channel_data.h5", "metrics.json", "plane_w
 
 #: The plane-wave panel's field of view (m): 9.45 × 14.25 mm, 64 × 96 pixels of 0.15 mm (≈ λ/2 at 5.2 MHz)
 #: with the default ``plane_wave_size`` of 96.
-PW_X_RANGE = (-4.725e-3, 4.725e-3)
-PW_Z_RANGE = (13.0e-3, 27.25e-3)
+#: In mm and converted as ``drus reconstruct --x-range/--z-range`` converts them, so that the grid, and
+#: with it the cache key of ``BH``, is the one of ``drus reconstruct plane_wave_acquisition.h5 --method
+#: drus-var --x-range -4.725 4.725 --z-range 13 27.25 --size 96``.
+PW_X_RANGE_MM = (-4.725, 4.725)
+PW_Z_RANGE_MM = (13.0, 27.25)
+PW_X_RANGE = (PW_X_RANGE_MM[0] * 1e-3, PW_X_RANGE_MM[1] * 1e-3)
+PW_Z_RANGE = (PW_Z_RANGE_MM[0] * 1e-3, PW_Z_RANGE_MM[1] * 1e-3)
 #: Its anechoic cysts (x, z, radius in m) and point targets (x, z in m).
 PW_CYSTS = ((0.0, 15.6e-3, 1.5e-3), (0.0, 20.1e-3, 1.5e-3), (0.0, 24.6e-3, 1.5e-3))
 PW_POINTS = ((-3.6e-3, 15.0e-3), (3.6e-3, 15.0e-3), (-3.6e-3, 20.0e-3), (3.6e-3, 20.0e-3),
