@@ -183,3 +183,31 @@ def test_reconstruct_prior_fraction_runs_ddrm_with_the_regularised_sigma0():
     assert float(reg.var.mean()) > 1.5 * float(paper.var.mean())
     pooled = reg.var_pooled(3)
     assert pooled.shape == A.in_shape and pooled.mean() == pytest.approx(reg.var.mean(), rel=0.1)
+
+
+def test_reconstruct_never_moves_the_callers_operator(monkeypatch):
+    """The CPU twin of the GPU path: an operator on another device is copied, never moved in place
+    (the numerical study reuses its operator for CPU tensors after a CUDA run)."""
+    A = _blur()
+    assert A.singular_values.device.type == "cpu"
+    monkeypatch.setattr(type(A), "to", lambda self, *a, **k: (_ for _ in ()).throw(AssertionError("moved in place")))
+    y = A.apply(torch.randn(*A.in_shape, generator=torch.Generator().manual_seed(0))).numpy()
+    reconstruct(A, y, sigma0=0.01, model=WhiteGaussianDenoiser().eval(), n_samples=2, n_steps=2, progress=False)
+
+
+def test_moved_copies_leave_the_original_untouched():
+    from drus.beamform import MatchedFilterBeamformer
+    from drus.decompose import decompose_bh
+    from drus.geometry import ImageGrid, LinearProbe, PlaneWave
+
+    A = _blur()
+    B = A.moved(dtype=torch.float64)
+    assert B.singular_values.dtype == torch.float64 and A.singular_values.dtype == torch.float32
+    grid = ImageGrid.from_extent(x_min=-1.5e-3, x_max=1.5e-3, z_min=5e-3, z_max=7e-3, n_x=8, n_z=8)
+    op = decompose_bh(MatchedFilterBeamformer(LinearProbe(8, 0.3e-3, 5.208e6, 0.67), PlaneWave(20.832e6, 1540.0), grid),
+                      cache=False, progress=False)
+    moved = op.moved(dtype=torch.float64)
+    assert all(b.vectors.dtype == torch.float64 for b in moved.blocks.values())
+    assert all(b.vectors.dtype != torch.float64 for b in op.blocks.values()) and op.singular_values.dtype == torch.float32
+    x = torch.randn(1, *op.in_shape)
+    torch.testing.assert_close(moved.Vt(x.double()).float(), op.Vt(x), rtol=1e-4, atol=1e-5)

@@ -887,6 +887,15 @@ class DecomposedBH(SVDOperator):
         self.singular_values = self.singular_values.to(device=device, dtype=dtype)
         return self
 
+    def moved(self, device=None, dtype=None) -> "DecomposedBH":
+        """A copy on ``device`` (and ``dtype``) with its own blocks; ``self`` and its blocks are left as they are."""
+        import copy
+        import dataclasses
+
+        new = copy.copy(self)
+        new.blocks = {k: dataclasses.replace(b) for k, b in self.blocks.items()}
+        return new.to(device=device, dtype=dtype)
+
     # --- the SVD view (one leading batch dim) --------------------------------------------------------
     def _split_spectral(self, c: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return tuple(torch.split(c, self._sizes, dim=-1))

@@ -100,6 +100,12 @@ class LinearOperator:
                 setattr(self, k, v.to(device=device, dtype=dtype if v.is_floating_point() else None))
         return self
 
+    def moved(self, device=None, dtype=None) -> "LinearOperator":
+        """A copy on ``device`` (and ``dtype``); ``self`` is left as it is. Tensors already there are shared."""
+        import copy
+
+        return copy.copy(self).to(device=device, dtype=dtype)
+
 
 class SVDOperator(LinearOperator):
     """An operator with an SVD view ``A = U S Vᵀ`` (Kawar et al. 2022, Sect. 3).

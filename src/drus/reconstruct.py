@@ -168,7 +168,8 @@ def reconstruct(
         raise ValueError(f"y must have the operator's output shape {tuple(operator.out_shape)}, got {tuple(y_t.shape)}")
     if not torch.isfinite(y_t).all():
         raise ValueError("y contains NaN or inf")
-    operator.to(device=device)
+    if operator.singular_values.device != device:  # a copy: the caller's operator stays where it is
+        operator = operator.moved(device=device)
     y_t = y_t.to(device)
     source = "given"
     if scale is None:
