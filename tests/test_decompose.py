@@ -553,3 +553,27 @@ def test_cpu_products_match_torch(monkeypatch, storage):
         got = dec._cpu_mm(a, w, transpose)
         assert got.dtype == torch.float32 and got.shape == expected.shape
         torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_eigh_falls_back_to_the_host_when_the_device_solver_fails(monkeypatch):
+    """The CPU twin of the cuSOLVER failure at n = 32 768: a failing device eigh hands the Gram matrix
+    to the host's LAPACK route, with a warning, and V comes back on the device."""
+    import warnings
+
+    from drus.decompose import _eigh_gram
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((40, 24))
+    gram = a.T @ a
+    expected = np.sqrt(np.linalg.eigvalsh(gram)[::-1])
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("cusolver error: CUSOLVER_STATUS_INVALID_VALUE")
+
+    monkeypatch.setattr(torch.linalg, "eigh", failing)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        s, V = _eigh_gram(gram.copy(), device=torch.device("meta"))
+    assert any("on the host" in str(w.message) for w in caught)
+    np.testing.assert_allclose(s, expected, rtol=1e-10)
+    assert V.device.type == "meta" and tuple(V.shape) == (24, 24)

@@ -585,7 +585,18 @@ def _eigh_gram(gram, *, device: torch.device, upper: bool = False) -> tuple[np.n
         _reverse_columns(v)  # descending order, in place (no second n² copy)
         return s, torch.from_numpy(v)
     g = gram if isinstance(gram, torch.Tensor) else torch.from_numpy(gram).to(device)
-    w, V = torch.linalg.eigh(g, UPLO="U" if upper else "L")
+    try:
+        w, V = torch.linalg.eigh(g, UPLO="U" if upper else "L")
+    except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+        # cuSOLVER's syevd has failed above n ≈ 25 000 (32-bit workspace sizes; the 256² blocks are
+        # 32 768): the host's ILP64 route, then V back on the device
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        warnings.warn(f"eigh of the {g.shape[0]}² Gram matrix failed on {device} ({first}); "
+                      "computing it on the host (LAPACK) instead", stacklevel=2)
+        host = gram if isinstance(gram, np.ndarray) else g.detach().cpu().numpy()
+        del g
+        s, V = _eigh_gram(host, device=torch.device("cpu"), upper=upper)
+        return s, V.to(device)
     del g
     s = np.sqrt(np.clip(w.flip(0).double().cpu().numpy(), 0.0, None))
     return s, V.flip(1).contiguous()
