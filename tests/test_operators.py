@@ -39,8 +39,42 @@ def _bh(dtype, tiny=None):
     return bf.BH
 
 
-ALL = {"identity": _identity, "blur": _blur, "paper-blur": _paper_blur, "BH": _bh}
-WITH_SVD = {k: v for k, v in ALL.items() if k != "BH"}
+def _decomposed_bh(dtype, threshold=1e-3):
+    """The exact decomposition of a tiny rectangular BH (drus.decompose), thresholded at 1e-3·s1."""
+    from drus.decompose import decompose_bh
+    from drus.geometry import ImageGrid, LinearProbe, PlaneWave
+
+    probe = LinearProbe(8, 0.3e-3, 5.208e6, 0.67)
+    grid = ImageGrid.from_extent(x_min=-0.6e-3, x_max=0.6e-3, z_min=5e-3, z_max=6.4e-3, n_x=6, n_z=8)
+    bf = MatchedFilterBeamformer(probe, PlaneWave(20.832e6, 1540.0), grid, unknown_grid=grid.resized(4, 6),
+                                 dtype=np.float64)
+    return decompose_bh(bf, threshold=threshold, cache=False, progress=False).moved(dtype=dtype)
+
+
+ALL = {"identity": _identity, "blur": _blur, "paper-blur": _paper_blur, "BH": _bh, "decomposed-BH": _decomposed_bh}
+WITH_SVD = {k: v for k, v in ALL.items() if k not in ("BH", "decomposed-BH")}
+
+
+def test_decomposed_bh_contract_for_a_thresholded_basis():
+    """What holds for a thresholded exact basis: V orthogonal, Uᵀ orthonormal rows on the kept
+    components and zero elsewhere, U S Vᵀ equal to the sparse BH up to the dropped components."""
+    A = _decomposed_bh(torch.float64)
+    n = int(np.prod(A.in_shape))
+    eye = torch.eye(n, dtype=torch.float64).reshape(n, *A.in_shape)
+    vt = A.Vt(eye).reshape(n, -1)
+    assert torch.allclose(vt @ vt.T, torch.eye(n, dtype=torch.float64), atol=1e-6)
+    kept = A.singular_values > 0
+    assert 0 < int(kept.sum()) <= n
+    m = int(np.prod(A.out_shape))
+    ut = A.Ut(torch.eye(m, dtype=torch.float64).reshape(m, *A.out_shape)).reshape(m, -1).T  # [spectral, m]
+    gram = ut @ ut.T
+    k = torch.diag(kept.double())
+    # orthonormal on the kept components, zero beyond; the Gram route loses (s1/s)²·ε: 3e-5 at s = 1.2e-3·s1
+    assert torch.allclose(gram, k, atol=1e-4)
+    dense = A.BH.apply(eye).reshape(n, -1)
+    usv = A.U(A.singular_values * A.Vt(eye)).reshape(n, -1)
+    err = float(torch.linalg.matrix_norm(dense - usv, ord=2) / torch.linalg.matrix_norm(dense, ord=2))
+    assert err <= 1e-3 + 1e-6  # the largest dropped singular value is below the threshold
 
 
 @pytest.mark.parametrize("make", ALL.values(), ids=ALL.keys())
