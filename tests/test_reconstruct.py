@@ -211,3 +211,29 @@ def test_moved_copies_leave_the_original_untouched():
     assert all(b.vectors.dtype != torch.float64 for b in op.blocks.values()) and op.singular_values.dtype == torch.float32
     x = torch.randn(1, *op.in_shape)
     torch.testing.assert_close(moved.Vt(x.double()).float(), op.Vt(x), rtol=1e-4, atol=1e-5)
+
+
+def test_a_prior_round_trips_with_its_noise_schedule(tmp_path, monkeypatch):
+    """The schedule saved in a checkpoint's metadata comes back with load_prior and drives DDRM."""
+    import drus.reconstruct as rec_mod
+    from drus.checkpoint import save_checkpoint
+    from drus.schedule import NoiseSchedule
+    from drus.unet import UNet, UNetConfig
+
+    cfg = UNetConfig.from_dict({**UNetConfig.small().to_dict(), "in_channels": 1, "model_channels": 8,
+                                "channel_mult": (1, 2), "num_res_blocks": 1, "attention_resolutions": (),
+                                "num_groups": 4, "num_head_channels": 8})
+    cosine = NoiseSchedule(kind="cosine")
+    path = save_checkpoint(UNet(cfg), cfg, tmp_path / "p.safetensors", metadata={"noise_schedule": cosine.to_dict()})
+    model = load_prior(path)
+    assert model.noise_schedule == cosine
+    assert load_prior().noise_schedule == NoiseSchedule()  # the shipped prior states the paper's schedule
+    seen = {}
+    real = rec_mod.ddrm_sample
+    monkeypatch.setattr(rec_mod, "ddrm_sample", lambda *a, **k: seen.setdefault("s", k["schedule"]) and real(*a, **k))
+    A = Identity((8, 8))
+    reconstruct(A, np.random.default_rng(0).standard_normal((8, 8)), sigma0=0.1, model=model, n_samples=2, n_steps=2,
+                progress=False)
+    assert seen["s"] == cosine
+    with pytest.raises(ValueError, match="unknown field"):
+        NoiseSchedule.from_dict({"n_timesteps": 10, "warp": 2})

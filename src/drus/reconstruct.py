@@ -65,14 +65,21 @@ def load_prior(path=None, *, device="cpu", precision: str = "fp32") -> torch.nn.
         raise FileNotFoundError(
             f"prior checkpoint not found: {path}. Train one with `drus train` or pass --prior PATH"
         )
+    schedule = None
     if path.suffix == ".pt":
         model = load_guided_diffusion(path)
     else:
-        model, _, _ = load_checkpoint(path)
+        model, _, meta = load_checkpoint(path)
+        if meta.get("noise_schedule"):  # a prior samples with the schedule it was trained with
+            from .schedule import NoiseSchedule
+
+            schedule = NoiseSchedule.from_dict(meta["noise_schedule"])
     if getattr(model, "in_channels", model.config.in_channels) == 3:
         model = GreyscaleAdapter(model)
     model = model.to(device).eval()
-    return model if PRECISIONS[precision] is None else Autocast(model, PRECISIONS[precision]).eval()
+    model = model if PRECISIONS[precision] is None else Autocast(model, PRECISIONS[precision]).eval()
+    model.noise_schedule = schedule  # None: the paper's (linear 1e-4 → 0.02, T = 1000), drus.schedule.NoiseSchedule()
+    return model
 
 
 @dataclasses.dataclass
@@ -184,7 +191,7 @@ def reconstruct(
         gen.manual_seed(int(seed))
     res = ddrm_sample(
         model, operator, y_t / scale, sigma0=sigma_s / scale, n_samples=n_samples, n_steps=n_steps,
-        eta=eta, eta_b=eta_b, generator=gen, progress=progress,
+        eta=eta, eta_b=eta_b, generator=gen, progress=progress, schedule=getattr(model, "noise_schedule", None),
     )
     samples = (res.samples.float() * scale).cpu().numpy()
     timings = {k: getattr(res, k) for k in ("seconds_total", "seconds_model", "seconds_other") if hasattr(res, k)}

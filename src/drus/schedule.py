@@ -64,6 +64,20 @@ class NoiseSchedule:
     betas: np.ndarray = dataclasses.field(init=False, repr=False, compare=False)
     alphas_cumprod: np.ndarray = dataclasses.field(init=False, repr=False, compare=False)
 
+    def to_dict(self) -> dict:
+        """The defining fields (what a checkpoint stores to reload its schedule exactly)."""
+        return {"n_timesteps": int(self.n_timesteps), "kind": self.kind, "beta_start": float(self.beta_start),
+                "beta_end": float(self.beta_end)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NoiseSchedule":
+        """Inverse of :meth:`to_dict`; unknown keys are refused (a checkpoint of another format)."""
+        allowed = {"n_timesteps", "kind", "beta_start", "beta_end"}
+        extra = set(d) - allowed
+        if extra:
+            raise ValueError(f"noise schedule: unknown field(s) {', '.join(sorted(extra))}; expected {sorted(allowed)}")
+        return cls(**d)
+
     def __post_init__(self) -> None:
         T = self.n_timesteps
         if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 1:

@@ -314,6 +314,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
                 "image_size": cfg.image_size,
                 "batch_size": cfg.batch_size,
                 "normalisation": "RMS 0.25 (drus.data)",
+                "noise_schedule": schedule.to_dict(),
                 "train_config": dataclasses.asdict(cfg),
             },
         )
