@@ -19,7 +19,6 @@ from drus.checkpoint import (
     CheckpointError,
     count_parameters,
     load_checkpoint,
-    load_drus_one_channel,
     load_guided_diffusion,
     save_checkpoint,
 )
@@ -409,43 +408,6 @@ def test_one_channel_unet_layout_and_initial_average():
         torch.testing.assert_close(fresh(g, t), GreyscaleAdapter(backbone)(g, t), atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize(
-    "prefix, conv_name, kwargs",
-    [
-        ("", "out_1ch", {}),
-        ("module.", "conv_out", {}),  # a known alternative name behind a wrapper prefix
-        ("", "mystery_head", {}),  # unknown name: the only leftover (2, 6, 1, 1) weight
-        ("", "head.proj", {"extra_conv_prefix": "head.proj"}),
-    ],
-)
-def test_load_drus_one_channel_variants(tmp_path, prefix, conv_name, kwargs):
-    cfg = tiny_config()
-    backbone = randomise(UNet(cfg), seed=5).eval()
-    g = torch.Generator().manual_seed(6)
-    w, b = torch.randn(2, 6, 1, 1, generator=g), torch.randn(2, generator=g)
-    flat = {prefix + k: v for k, v in backbone.state_dict().items()}
-    flat.update({f"{prefix}{conv_name}.weight": w, f"{prefix}{conv_name}.bias": b})
-    path = tmp_path / "drus_1ch.pt"
-    torch.save(flat, path)
-    model = load_drus_one_channel(path, cfg, **kwargs)
-    x, t = inputs(2, 1, 16, 16)
-    with torch.no_grad():
-        expected = torch.nn.functional.conv2d(backbone(x.repeat(1, 3, 1, 1), t), w, b)
-        torch.testing.assert_close(model(x, t), expected, atol=1e-6, rtol=0)
-
-
-def test_load_drus_one_channel_explains_missing_conv(tmp_path):
-    cfg = tiny_config()
-    path = tmp_path / "plain3ch.pt"
-    state = UNet(cfg).state_dict()
-    torch.save({**state, "head_a.weight": torch.zeros(2, 6, 1, 1), "head_b.weight": torch.zeros(2, 6, 1, 1)}, path)
-    with pytest.raises(CheckpointError) as info:
-        load_drus_one_channel(path, cfg)
-    msg = str(info.value)
-    assert "plain3ch.pt" in msg and "extra_conv_prefix" in msg and "head_a.weight" in msg
-
-
-# ---------------------------------------------------------------------------- drus format
 def test_safetensors_json_round_trip_exact(tmp_path):
     cfg = UNetConfig.small(learn_sigma=True)
     model = randomise(UNet(cfg), seed=7)

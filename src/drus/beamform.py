@@ -19,7 +19,6 @@ from functools import cached_property
 import numpy as np
 import scipy.signal
 import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 import torch
 
 from .forward import PlaneWaveModel, receive_delay, transmit_delay
@@ -89,23 +88,6 @@ class SparseOperator(LinearOperator):
 
     def _adjoint(self, y):
         return self._run([m.T for m in reversed(self.matrices)], y, self.in_shape)
-
-    def scipy(self) -> spla.LinearOperator:
-        """The same operator as a :class:`scipy.sparse.linalg.LinearOperator` on flat vectors."""
-        n_in, n_out = int(np.prod(self.in_shape)), int(np.prod(self.out_shape))
-        mats = self.matrices
-
-        def mv(v):
-            for m in mats:
-                v = m @ v
-            return v
-
-        def rmv(v):
-            for m in reversed(mats):
-                v = m.T @ v
-            return v
-
-        return spla.LinearOperator((n_out, n_in), matvec=mv, rmatvec=rmv, matmat=mv, rmatmat=rmv, dtype=mats[0].dtype)
 
 
 class MatchedFilterBeamformer:
@@ -188,16 +170,6 @@ class MatchedFilterBeamformer:
     def BH(self) -> SparseOperator:
         """``BH`` as a matrix-free operator ``unknown_grid.shape → grid.shape`` (``B (H v)``)."""
         return SparseOperator([self.H, self.B], self.unknown_grid.shape, self.grid.shape)
-
-    @cached_property
-    def operator_H(self) -> SparseOperator:
-        """``H`` as an operator ``unknown_grid.shape → [n_elements, n_samples]`` (element-major)."""
-        return SparseOperator([self.H], self.unknown_grid.shape, (self.model.probe.n_elements, self.model.n_samples))
-
-    @cached_property
-    def operator_B(self) -> SparseOperator:
-        """``B`` as an operator ``[n_elements, n_samples] → [n_z, n_x]``."""
-        return SparseOperator([self.B], (self.model.probe.n_elements, self.model.n_samples), self.grid.shape)
 
 
 # --- delay-and-sum from raw channel data -------------------------------------------------------

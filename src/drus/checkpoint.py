@@ -3,8 +3,9 @@
 Two formats:
 
 - **guided-diffusion** ``.pt`` files (a pickled ``state_dict``), e.g. OpenAI's
-  ``256x256_diffusion_uncond.pt`` or a DRUS fine-tune of it: :func:`load_guided_diffusion`,
-  :func:`load_drus_one_channel`. Loaded with ``torch.load(..., weights_only=True)``, so no code
+  ``256x256_diffusion_uncond.pt`` or a DRUS fine-tune of it: :func:`load_guided_diffusion`.
+  (A loader that guessed the key names of a 1-channel DRUS head was removed: no real checkpoint of
+  that layout was available to test it against.) Loaded with ``torch.load(..., weights_only=True)``, so no code
   in the file is executed.
 - **drus** checkpoints, our own: ``<name>.safetensors`` (the weights) next to ``<name>.json``
   (``{"format": "drus-unet", "format_version": 1, "model_class": ..., "config": {...},
@@ -31,14 +32,12 @@ from .unet import GreyscaleAdapter, OneChannelUNet, UNet, UNetConfig
 __all__ = [
     "CheckpointError",
     "load_guided_diffusion",
-    "load_drus_one_channel",
     "save_checkpoint",
     "load_checkpoint",
     "count_parameters",
     "checkpoint_paths",
     "FORMAT_NAME",
     "FORMAT_VERSION",
-    "ONE_CHANNEL_CONV_NAMES",
 ]
 
 logger = logging.getLogger(__name__)
@@ -53,22 +52,6 @@ _MAX_LISTED = 10
 _CONTAINER_KEYS = ("state_dict", "model", "model_state_dict", "ema", "ema_model")
 #: Prefixes that wrappers (DataParallel, Lightning, a parent module) put before the UNet keys.
 _WRAPPER_PREFIXES = ("", "module.", "model.", "unet.", "net.", "module.model.", "model.unet.")
-#: Names tried, in order, for the extra 1×1 conv of the DRUS 1-channel variant (ours first).
-ONE_CHANNEL_CONV_NAMES = (
-    OneChannelUNet.EXTRA_CONV,
-    "out_conv",
-    "conv_out",
-    "out_1c",
-    "out1ch",
-    "out_gray",
-    "out_grey",
-    "final_conv",
-    "last_conv",
-    "output_conv",
-    "conv1x1",
-    "out2",
-)
-
 _MODEL_CLASSES: dict[str, type[UNet]] = {"UNet": UNet, "OneChannelUNet": OneChannelUNet}
 
 
@@ -139,11 +122,11 @@ def _config_hints(
             )
         elif o_f != o_e:
             hints.append(f"the checkpoint outputs {o_f} channels vs {o_e}: check out_channels/learn_sigma")
-    extra = [k for k in found if k.split(".")[0] in ONE_CHANNEL_CONV_NAMES]
+    extra = [k for k in found if k.split(".")[0] == OneChannelUNet.EXTRA_CONV]
     if extra:
         hints.append(
-            f"keys {extra[:4]} look like the extra 1×1 conv of the DRUS 1-channel variant: "
-            "use load_drus_one_channel"
+            f"keys {extra[:4]} are the extra 1×1 conv of drus's 1-channel variant: save such a model with "
+            "drus.checkpoint.save_checkpoint and load it with load_checkpoint"
         )
     missing = set(expected) - set(found)
     unexpected = set(found) - set(expected)
@@ -278,128 +261,6 @@ def load_guided_diffusion(
     model = model.to_empty(device=map_location)
     model.load_state_dict(state_dict, strict=True)
     logger.info("loaded guided-diffusion UNet from %s (%d parameters)", source, count_parameters(model))
-    return model.eval()
-
-
-def load_drus_one_channel(
-    path: str | os.PathLike | Mapping[str, torch.Tensor],
-    config: UNetConfig | None = None,
-    *,
-    extra_conv_prefix: str | None = None,
-    map_location: str | torch.device = "cpu",
-) -> OneChannelUNet:
-    """Load the DRUS 1-channel variant: a 3-channel guided-diffusion UNet + a 1×1 output conv.
-
-    The file must hold the backbone's guided-diffusion keys (possibly behind a wrapper prefix
-    such as ``module.``) and exactly one extra convolution ``<name>.weight``
-    ``[n_out, model_out_channels, 1, 1]`` (a ``[n_out, model_out_channels]`` linear weight is
-    accepted too) with an optional ``<name>.bias`` ``[n_out]``. The name is taken from
-    ``extra_conv_prefix`` if given, else from :data:`ONE_CHANNEL_CONV_NAMES`, else from the only
-    leftover weight of the right shape. It is stored as ``out_1ch`` (see :class:`OneChannelUNet`).
-
-    Parameters
-    ----------
-    path : path-like or mapping
-        ``.pt`` file or state dict.
-    config : UNetConfig, optional
-        Backbone config; defaults to :meth:`UNetConfig.openai_256_uncond`.
-    extra_conv_prefix : str, optional
-        Key prefix of the extra conv in the file, e.g. ``"conv_final"`` for ``conv_final.weight``.
-    map_location : str or torch.device
-        Device.
-
-    Returns
-    -------
-    OneChannelUNet
-        In eval mode.
-
-    Raises
-    ------
-    CheckpointError
-        If the backbone does not match, or no extra conv can be identified (the message lists the
-        leftover keys and how to name the conv with ``extra_conv_prefix``).
-    """
-    config = UNetConfig.openai_256_uncond() if config is None else config
-    raw, source = _read_pt(path, map_location)
-    with torch.device("meta"):
-        model = OneChannelUNet(config)
-    backbone_keys = [k for k in model.state_dict() if not k.startswith(OneChannelUNet.EXTRA_CONV + ".")]
-    n_out, n_in = model.out_channels, model.backbone_out_channels
-
-    prefix = next((p for p in _WRAPPER_PREFIXES if p + "input_blocks.0.0.weight" in raw), None)
-    if prefix is None:
-        raise CheckpointError(
-            f"checkpoint {source} has no 'input_blocks.0.0.weight' (with any of the prefixes "
-            f"{[p for p in _WRAPPER_PREFIXES if p]}): not a guided-diffusion UNet; first keys: "
-            f"{list(raw)[:_MAX_LISTED]}"
-        )
-    backbone = {k: raw[prefix + k] for k in backbone_keys if prefix + k in raw}
-    leftover = [k for k in raw if not (k.startswith(prefix) and k[len(prefix):] in backbone)]
-
-    def conv_at(name: str) -> tuple[str, str | None] | None:
-        for p in (("",) if extra_conv_prefix is not None else _WRAPPER_PREFIXES):
-            w = f"{p}{name}.weight"
-            if w in raw:
-                b = f"{p}{name}.bias"
-                return w, (b if b in raw else None)
-        return None
-
-    found: tuple[str, str | None] | None = None
-    if extra_conv_prefix is not None:
-        found = conv_at(extra_conv_prefix.rstrip("."))
-        if found is None:
-            raise CheckpointError(
-                f"checkpoint {source} has no key {extra_conv_prefix.rstrip('.')}.weight (extra_conv_prefix)"
-                + _listing([f"{k} {_shape(raw[k])}" for k in leftover], "keys outside the backbone")
-            )
-    else:
-        for name in ONE_CHANNEL_CONV_NAMES:
-            found = conv_at(name)
-            if found is not None:
-                break
-        if found is None:
-            candidates = [
-                k for k in leftover
-                if k.endswith(".weight") and _shape(raw[k])[:2] == (n_out, n_in) and len(_shape(raw[k])) in (2, 4)
-            ]
-            if len(candidates) == 1:
-                w = candidates[0]
-                b = w[: -len("weight")] + "bias"
-                found = (w, b if b in raw else None)
-                logger.info("checkpoint %s: using %s as the 1-channel output conv", source, w)
-    if found is None:
-        raise CheckpointError(
-            f"checkpoint {source}: cannot identify the extra 1×1 output conv of the 1-channel variant "
-            f"(expected a weight of shape ({n_out}, {n_in}, 1, 1) named one of "
-            f"{list(ONE_CHANNEL_CONV_NAMES)}, or a single leftover weight of that shape)"
-            + _listing([f"{k} {_shape(raw[k])}" for k in leftover], "keys outside the backbone")
-            + "\n  fix: pass extra_conv_prefix='<name>' for the keys '<name>.weight'/'<name>.bias'; "
-            "for a plain 3-channel checkpoint use load_guided_diffusion (+ GreyscaleAdapter)"
-        )
-    w_key, b_key = found
-    weight = raw[w_key]
-    if weight.ndim == 2:
-        weight = weight[:, :, None, None]
-    if _shape(weight) != (n_out, n_in, 1, 1):
-        raise CheckpointError(
-            f"checkpoint {source}: {w_key} has shape {_shape(raw[w_key])}, expected "
-            f"({n_out}, {n_in}, 1, 1) for a backbone with {n_in} outputs and {config.in_channels} inputs"
-        )
-    if b_key is None:
-        logger.warning("checkpoint %s: %s has no bias; using zeros", source, w_key)
-        bias = torch.zeros(n_out, dtype=weight.dtype, device=weight.device)
-    else:
-        bias = raw[b_key]
-    used = {w_key} | ({b_key} if b_key else set())
-    stray = [k for k in leftover if k not in used]
-    state = dict(backbone)
-    state.update({f"{OneChannelUNet.EXTRA_CONV}.weight": weight, f"{OneChannelUNet.EXTRA_CONV}.bias": bias})
-    err = _diagnose(model, {**state, **{k: raw[k] for k in stray}}, source, config)
-    if err is not None:
-        raise err
-    model = model.to_empty(device=map_location)
-    model.load_state_dict(state, strict=True)
-    logger.info("loaded DRUS 1-channel UNet from %s (extra conv %s)", source, w_key)
     return model.eval()
 
 

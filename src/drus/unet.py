@@ -47,8 +47,7 @@ docs/method.md §6):
 - :class:`OneChannelUNet` is the DRUS fine-tuning variant: the 3-channel net plus a learned 1×1
   convolution ``out_1ch`` from the ``6`` outputs to ``2`` (ε, variance). Its state dict is the
   flat 3-channel guided-diffusion keys plus ``out_1ch.weight`` ``[2, 6, 1, 1]`` and
-  ``out_1ch.bias`` ``[2]``. :func:`drus.checkpoint.load_drus_one_channel` also accepts other
-  names for that extra convolution.
+  ``out_1ch.bias`` ``[2]``; it is saved and loaded in drus's own checkpoint format.
 
 References
 ----------
@@ -910,7 +909,6 @@ class OneChannelUNet(UNet):
     State-dict naming: the backbone's guided-diffusion keys unchanged (``time_embed.0.weight``,
     ``input_blocks.0.0.weight``, …, ``out.2.bias``) plus ``out_1ch.weight``
     ``[n_out, model_out_channels, 1, 1]`` and ``out_1ch.bias`` ``[n_out]``.
-    :func:`drus.checkpoint.load_drus_one_channel` maps other names onto these.
 
     ``out_1ch`` is initialised to the colour average (weight ``1/in_channels`` from each block of
     colour channels, bias 0), so a freshly converted OpenAI net behaves exactly like
