@@ -249,16 +249,12 @@ def envelope(image: np.ndarray, *, axis: int = 0) -> np.ndarray:
 
 
 def log_compress(amplitude: np.ndarray, *, dynamic_range: float = 60.0) -> np.ndarray:
-    """``20·log10(A / max A)`` clipped to ``[−dynamic_range, 0]`` dB."""
-    a = np.abs(np.asarray(amplitude, dtype=np.float64))
-    if not np.all(np.isfinite(a)):
-        raise ValueError("amplitude contains NaN or inf")
-    peak = a.max()
-    if peak <= 0:
-        raise ValueError("amplitude is zero everywhere: nothing to log-compress")
-    with np.errstate(divide="ignore"):
-        db = 20 * np.log10(a / peak)
-    return np.clip(db, -dynamic_range, 0.0)
+    """``20·log10(A / max A)`` clipped to ``[−dynamic_range, 0]`` dB: :func:`drus.metrics.to_db`, float64."""
+    from .metrics import to_db
+
+    if not (np.isfinite(dynamic_range) and dynamic_range > 0):
+        raise ValueError(f"dynamic_range must be a positive number of dB, got {dynamic_range!r}")
+    return to_db(np.asarray(amplitude, dtype=np.float64), floor_db=-float(dynamic_range))
 
 
 def bmode(image: np.ndarray, *, dynamic_range: float = 60.0, rf: bool = True) -> np.ndarray:

@@ -332,8 +332,7 @@ def decompose(size, acquisition, angle, x_range, z_range, method, threshold, dty
     from .phantoms import random_echogenicity, speckle
     from .train import resolve_device
 
-    if threads:
-        torch.set_num_threads(threads)
+    _torch_threads(threads)
     dev = resolve_device(device)
     probe, wave, grid = picmus(size)
     t0 = time.perf_counter()
@@ -838,8 +837,7 @@ def _decompose_acquisition(path, *, size, angle, x_range, z_range, method, thres
     from .decompose import decompose_bh
     from .train import resolve_device
 
-    if threads:
-        torch.set_num_threads(threads)
+    _torch_threads(threads)
     dev = resolve_device(device)
     _, bf = _acquisition_setup(Path(path), angle=angle, x_range=x_range, z_range=z_range, size=size)
     split = _plan_decomposition(bf, compute_dtype, threshold=threshold, cache_dir=cache_dir, cache=not no_cache)
