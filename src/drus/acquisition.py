@@ -61,7 +61,7 @@ import h5py
 import numpy as np
 
 from .forward import first_firing_time
-from .geometry import ImageGrid, LinearProbe, PlaneWave
+from .geometry import ImageGrid, LinearProbe, PlaneWave, array_pitch
 from .io import (
     ChannelData,
     DataFileError,
@@ -262,7 +262,7 @@ class Acquisition:
         """One line for logs and messages."""
         f0 = f"{self.center_frequency / 1e6:.3f} MHz" if self.center_frequency else "f0 unknown"
         bw = f"{100 * self.bandwidth:.0f} %" if self.bandwidth else "bandwidth unknown"
-        pitch = (self.element_x[-1] - self.element_x[0]) / (self.n_elements - 1)
+        pitch = array_pitch(self.element_x)
         return (f"{Path(self.source).name or 'acquisition'}: {self.n_samples} samples × {self.n_elements} elements "
                 f"(pitch {pitch * 1e3:.3f} mm), fs {self.sampling_frequency / 1e6:.4g} MHz, c {self.sound_speed:g} m/s, "
                 f"angle {math.degrees(self.angle):.2f}°{' (transmit ' + self.transmit + ')' if self.transmit else ''}, "

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = [
+    "array_pitch",
     "LinearProbe",
     "ImageGrid",
     "PlaneWave",
@@ -28,6 +29,18 @@ __all__ = [
     "paper_grid",
     "picmus",
 ]
+
+
+def array_pitch(element_x) -> float:
+    """Pitch of a linear array in m: ``(x_last − x_first) / (n − 1)``, the mean element spacing.
+
+    The one rule for every reader and check (a median of the spacings disagreed with it on arrays
+    whose positions are rounded in the file).
+    """
+    x = np.asarray(element_x, dtype=np.float64).reshape(-1)
+    if x.size < 2:
+        raise ValueError(f"a linear array needs at least 2 element positions, got {x.size}")
+    return float((x[-1] - x[0]) / (x.size - 1))
 
 
 def _positive(name: str, value: float) -> None:
@@ -94,7 +107,7 @@ class LinearProbe:
             raise ValueError(f"a linear array needs at least 2 element positions, got {x.size}")
         if not np.all(np.isfinite(x)) or np.any(np.diff(x) <= 0):
             raise ValueError("element x positions must be finite and strictly increasing (m)")
-        pitch = float((x[-1] - x[0]) / (x.size - 1))
+        pitch = array_pitch(x)
         regular = (np.arange(x.size) - (x.size - 1) / 2) * pitch
         if np.max(np.abs(x - regular)) <= 1e-9 * pitch:
             return cls(x.size, pitch, center_frequency, bandwidth, name=name)

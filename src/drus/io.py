@@ -45,7 +45,7 @@ import h5py
 import numpy as np
 import scipy.io
 
-from .geometry import ImageGrid, LinearProbe, PlaneWave
+from .geometry import ImageGrid, LinearProbe, PlaneWave, array_pitch
 
 __all__ = [
     "DataFileError",
@@ -292,7 +292,7 @@ class ChannelData:
         if self.n_elements < 2:
             raise ValueError("a probe needs at least 2 elements to define a pitch")
         spacing = np.diff(x)
-        pitch = float(np.mean(spacing))
+        pitch = array_pitch(x)
         tolerance = 1e-3 * abs(pitch)
         if pitch <= 0 or np.max(np.abs(spacing - pitch)) > tolerance:
             raise ValueError(

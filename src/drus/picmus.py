@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .beamform import MatchedFilterBeamformer, envelope
-from .geometry import ImageGrid
+from .geometry import ImageGrid, array_pitch
 from .phantoms import Disk, PicmusPhantom
 
 __all__ = [
@@ -245,7 +245,7 @@ def channel_data_to_by(
         raise ValueError(
             f"{cd.source or 'channel_data'} has {cd.n_elements} elements, the beamformer's probe {probe.n_elements}"
         )
-    pitch = float(np.median(np.diff(cd.element_positions[:, 0])))
+    pitch = array_pitch(cd.element_positions[:, 0])
     if not math.isclose(pitch, probe.pitch, rel_tol=0.01):
         raise ValueError(f"element pitch {pitch * 1e3:.4g} mm of the data differs from the probe's {probe.pitch * 1e3:.4g} mm")
     if not math.isclose(cd.sound_speed, wave.sound_speed, rel_tol=1e-3):
