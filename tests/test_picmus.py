@@ -329,7 +329,7 @@ def test_cli_reconstruct_drus_var_end_to_end(fake, tmp_path, monkeypatch):
     folder = root / "picmus"
     r = _invoke("reconstruct", folder / "by_drus" / "expe_cont.mat", "--method", "drus-var", "--unknown-size", UNKNOWN,
                 "--samples", 2, "--steps", 1, "--prior", prior, "--cache-dir", root / "cache", "--out", tmp_path / "o",
-                "--phantom", folder / "phantoms" / "picmus_phantom_4.hdf5", "--device", "cpu")
+                "--phantom", folder / "phantoms" / "picmus_phantom_4.hdf5", "--device", "cpu", "--eta", "0.9")
     assert r.exit_code == 0, r.output
     assert "expe_cont (inferred" in r.output and "estimated from the data" in r.output and "gcnr:" in r.output
     assert "gcnr (pooled DRUSvar):" in r.output  # the extended estimator, scored beside the paper's
@@ -338,7 +338,8 @@ def test_cli_reconstruct_drus_var_end_to_end(fake, tmp_path, monkeypatch):
                     tmp_path / "paper", "--device", "cpu", "--paper")
     assert paper.exit_code == 0, paper.output
     assert "σ0 = 55" in paper.output and "estimated" not in paper.output  # the paper's σ0 of expe_cont
-    assert load_images_hdf5(tmp_path / "paper" / "expe_cont_drus-var.hdf5").attrs["prior_fraction"] == 0.0
+    paper_attrs = load_images_hdf5(tmp_path / "paper" / "expe_cont_drus-var.hdf5").attrs
+    assert paper_attrs["prior_fraction"] == 0.0 and paper_attrs["eta"] == pytest.approx(0.85)
     out = tmp_path / "o"
     assert {p.name for p in out.iterdir()} == {"expe_cont_drus-var_by.png", "expe_cont_drus-var.png", "expe_cont_drus-var.hdf5",
                                                "expe_cont_drus-var_metrics.json"}
@@ -350,6 +351,7 @@ def test_cli_reconstruct_drus_var_end_to_end(fake, tmp_path, monkeypatch):
     assert len(m["gcnr"]["values"]) == 2 and len(m["snr"]["values"]) == 2
     assert len(m["gcnr (pooled DRUSvar)"]["values"]) == 2
     assert saved.attrs["prior_fraction"] == pytest.approx(0.6) and saved.attrs["sigma0_sampler"] > saved.attrs["sigma0"]
+    assert saved.attrs["eta"] == pytest.approx(0.9) and saved.attrs["eta_b"] == 1.0 and saved.attrs["n_steps"] == 1
 
 
 @pytest.mark.realdata

@@ -799,6 +799,8 @@ def reconstruct_acquisition(
     n_steps: int = 50,
     sigma0: float | None = None,
     prior_fraction: float | None = None,
+    eta: float = 0.85,
+    eta_b: float = 1.0,
     threshold: float = 1e-3,
     compute_dtype: str = "float64",
     cache_dir=None,
@@ -853,7 +855,7 @@ def reconstruct_acquisition(
     except ValueError as exc:
         _say(report, f"  cross-check from the channel data not available: {exc}")
     rec = reconstruct(op, by, sigma0=float(sigma0), model=model, n_samples=n_samples, n_steps=n_steps, seed=seed,
-                      device=device, prior_fraction=prior_fraction, progress=progress)
+                      device=device, prior_fraction=prior_fraction, eta=eta, eta_b=eta_b, progress=progress)
     window = pool_window(bf.grid)
     pooled = rec.var_pooled(window) if n_samples >= 2 else None
     attrs.update(prior_fraction=prior_fraction, sigma0_sampler=float(rec.sigma0_sampler), sigma0=float(sigma0),

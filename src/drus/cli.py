@@ -420,8 +420,10 @@ def _torch_threads(threads) -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
 @click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run in --out.")
 @click.option("--prior-fraction", type=click.FloatRange(min=0, max=1, max_open=True), default=DEFAULT_PRIOR_FRACTION, show_default=True, help="DRUS: the prior decides at least this fraction of BH's components (see drus reconstruct).")
+@click.option("--eta", type=click.FloatRange(min=0, max=1), default=0.85, show_default=True, help="DDRM's η (the paper: 0.85).")
+@click.option("--eta-b", type=click.FloatRange(min=0, max=1), default=1.0, show_default=True, help="DDRM's η_B (the paper: 1).")
 @click.option("--paper", is_flag=True, help="The paper's exact configuration: the paper's σ0 per set and --prior-fraction 0 (default: σ0 estimated from each By).")
-def evaluate_picmus_command(sets, unknown_size, n_samples, n_steps, threshold, compute_dtype, prior, out_dir, data_root, cache_dir, device, seed, precision, threads, overwrite, prior_fraction, paper) -> None:
+def evaluate_picmus_command(sets, unknown_size, n_samples, n_steps, threshold, compute_dtype, prior, out_dir, data_root, cache_dir, device, seed, precision, threads, overwrite, prior_fraction, paper, eta, eta_b) -> None:
     """Paper Table I on PICMUS: DAS 75/1 PW, DENOmean, DRUSmean, DRUSvar (gCNR, SNR, FWHM)."""
     from .picmus import PICMUS_SETS, evaluate_picmus
     from .reconstruct import load_prior
@@ -444,6 +446,7 @@ def evaluate_picmus_command(sets, unknown_size, n_samples, n_steps, threshold, c
     try:
         result = evaluate_picmus(model, sets=names, unknown_size=unknown_size, n_samples=n_samples, n_steps=n_steps,
                                  prior_fraction=0.0 if paper else prior_fraction, sigma0_from_data=not paper,
+                                 eta=0.85 if paper else eta, eta_b=1.0 if paper else eta_b,
                                  threshold=threshold, compute_dtype=compute_dtype, seed=seed, device=dev,
                                  data_root=data_root, cache_dir=cache_dir,
                                  out_dir=out_dir)
@@ -536,8 +539,10 @@ def _read_observation(path: Path, method: str, shape: tuple[int, int], layout: s
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
 @click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run of this observation and method in --out.")
 @click.option("--prior-fraction", type=click.FloatRange(min=0, max=1, max_open=True), default=DEFAULT_PRIOR_FRACTION, show_default=True, help="DRUS: the sampler's σ0 is raised so that the prior decides at least this fraction of BH's components (drus.data.regularised_sigma0; chosen on simulations, docs/realdata.md). 0: σ0 is the noise level, as in the paper.")
+@click.option("--eta", type=click.FloatRange(min=0, max=1), default=0.85, show_default=True, help="DDRM's η (the paper: 0.85).")
+@click.option("--eta-b", type=click.FloatRange(min=0, max=1), default=1.0, show_default=True, help="DDRM's η_B (the paper: 1).")
 @click.option("--paper", is_flag=True, help="The paper's exact configuration: --prior-fraction 0 and, for the four PICMUS sets, the paper's σ0 (otherwise σ0 is estimated from the data).")
-def reconstruct_command(observation, method, angle, x_range, z_range, grid_size, dataset, sigma0, layout, unknown_size, n_samples, n_steps, threshold, compute_dtype, prior, out_dir, phantom, cache_dir, no_cache, device, seed, threads, overwrite, prior_fraction, paper) -> None:
+def reconstruct_command(observation, method, angle, x_range, z_range, grid_size, dataset, sigma0, layout, unknown_size, n_samples, n_steps, threshold, compute_dtype, prior, out_dir, phantom, cache_dir, no_cache, device, seed, threads, overwrite, prior_fraction, paper, eta, eta_b) -> None:
     """Reconstruct one observation: a DRUS By .mat, a DENO By .mat or PICMUS/USTB channel data.
 
     A .mat is read as a DRUS By (column-major, by_drus/) for das and drus-*, as a DENO input
@@ -564,9 +569,10 @@ def reconstruct_command(observation, method, angle, x_range, z_range, grid_size,
 
     path = Path(observation)
     if paper:
-        prior_fraction = 0.0
+        prior_fraction, eta, eta_b = 0.0, 0.85, 1.0
     if _is_acquisition_file(path) and not dataset and infer_dataset(path) is None:
-        return _reconstruct_acquisition(path, **{**click.get_current_context().params, "prior_fraction": prior_fraction})
+        return _reconstruct_acquisition(path, **{**click.get_current_context().params, "prior_fraction": prior_fraction,
+                                                 "eta": eta, "eta_b": eta_b})
     ds = PICMUS_SETS[dataset] if dataset else infer_dataset(path)
     if ds is not None and not dataset:
         click.echo(f"dataset: {ds.name} (inferred from the file name; --dataset to change)")
@@ -652,7 +658,8 @@ def reconstruct_command(observation, method, angle, x_range, z_range, grid_size,
 
             sigma0, sigma_source = estimate_sigma0(op, by)
             click.echo(f"σ0 = {sigma0:.4g} (estimated from the data: {sigma_source})")
-        kw = dict(sigma0=float(sigma0), model=model, n_samples=n_samples, n_steps=n_steps, seed=seed, device=dev)
+        kw = dict(sigma0=float(sigma0), model=model, n_samples=n_samples, n_steps=n_steps, seed=seed, device=dev,
+                  eta=eta, eta_b=eta_b)
         if method == "deno-mean":
             rec = deno(by, **kw)
             image, img_grid = rec.mean, grid
@@ -671,6 +678,8 @@ def reconstruct_command(observation, method, angle, x_range, z_range, grid_size,
     files.append(save_images_hdf5(candidates["hdf5"], grid=img_grid, image=image, amplitude=amp, **arrays,
                                   attrs={"method": method, "observation": str(path), "sigma0": float(sigma0 or 0.0),
                                          "prior_fraction": float(prior_fraction) if method.startswith("drus") else 0.0,
+                                         "eta": float(eta), "eta_b": float(eta_b), "n_samples": int(n_samples),
+                                         "n_steps": int(n_steps), "seed": int(seed),
                                          "sigma0_sampler": float(getattr(rec, "sigma0_sampler", float("nan"))) if method != "das" else float("nan"),
                                          "dataset": ds.name if ds else "", "sigma0_source": sigma_source, "by_layout": by_layout or "channel data"}))
     if img_grid == grid:
@@ -745,7 +754,8 @@ def _plan_decomposition(bf, compute_dtype: str, *, threshold: float, cache_dir, 
 
 def _reconstruct_acquisition(path: Path, *, method, sigma0, angle, x_range, z_range, grid_size, n_samples, n_steps,
                              threshold, compute_dtype, prior, out_dir, cache_dir, device, seed, threads,
-                             no_cache=False, overwrite=False, prior_fraction=0.0, **_unused) -> None:
+                             no_cache=False, overwrite=False, prior_fraction=0.0, eta=0.85, eta_b=1.0,
+                             **_unused) -> None:
     """``drus reconstruct`` on a channel-data file: any plane-wave acquisition (drus.acquisition)."""
     from .beamform import bmode, das
     from .io import save_images_hdf5
@@ -787,7 +797,8 @@ def _reconstruct_acquisition(path: Path, *, method, sigma0, angle, x_range, z_ra
         # cost and memory first, before any expensive work; then B y, DAS, BH decomposed, σ0, samples
         split = _plan_decomposition(bf, compute_dtype, threshold=threshold, cache_dir=cache_dir, cache=not no_cache)
         res = reconstruct_acquisition(acq, bf, model=model, n_samples=n_samples, n_steps=n_steps, sigma0=sigma0,
-                                      prior_fraction=prior_fraction, threshold=threshold, compute_dtype=compute_dtype,
+                                      prior_fraction=prior_fraction, eta=eta, eta_b=eta_b, threshold=threshold,
+                                      compute_dtype=compute_dtype,
                                       cache_dir=cache_dir, cache=not no_cache, device=dev, seed=seed, split=split,
                                       report=click.echo)
         by, das_image = res.by, res.das

@@ -619,6 +619,9 @@ def evaluate_picmus(
     decomposed=None,
     prior_fraction: float = 0.0,
     sigma0_from_data: bool = False,
+    eta: float = 0.85,
+    eta_b: float = 1.0,
+    beta: float = 0.5,
 ) -> PicmusEvaluation:
     """Table I of the DRUSvar paper on the PICMUS sets: DAS 75/1 PW, DENOmean, DRUSmean, DRUSvar.
 
@@ -682,6 +685,8 @@ def evaluate_picmus(
         DRUS: passed to :func:`drus.reconstruct.reconstruct` (0, the default, is the paper's use of σ0).
     sigma0_from_data : bool
         DRUS: the noise level from :func:`drus.noise.estimate_sigma0` instead of the paper's σ0.
+    eta, eta_b, beta : float
+        DDRM's η and η_B and DRUSvar's β (the paper: 0.85, 1, 0.5), for DRUS and DENO alike.
 
     ``DRUSvar pooled`` (:func:`drus.estimators.drus_var_pooled`, one DAS resolution cell) is scored
     from the same samples, beside the paper's DRUSvar.
@@ -721,12 +726,12 @@ def evaluate_picmus(
         "measurement_grid": list(grid.shape), "unknown_grid": list(unknown_grid.shape),
         "decomposition": {"seconds": seconds_decomposition, "n_kept": int(decomposed.n_kept), "s1": float(decomposed.s1),
                           "key": decomposed.metadata.get("key")},
-        "beta": 0.5, "prior_fraction": float(prior_fraction),
+        "eta": float(eta), "eta_b": float(eta_b), "beta": float(beta), "prior_fraction": float(prior_fraction),
         "sigma0_drus": "estimated from the data (drus.noise)" if sigma0_from_data else "the paper's",
         "pool_window_px": pool_window(unknown_grid),
     }
     common = dict(model=model, n_samples=int(n_samples), n_steps=int(n_steps), seed=int(seed), device=device,
-                  progress=progress)
+                  progress=progress, eta=float(eta), eta_b=float(eta_b), beta=float(beta))
     results = {}
     for ds in chosen:
         log.info("PICMUS %s (%s)", ds.name, ds.short)
@@ -757,7 +762,7 @@ def evaluate_picmus(
         sec = time.perf_counter() - t
         add("DRUSmean", rec.mean, unknown_grid, sec)
         add("DRUSvar", rec.var, unknown_grid, sec)
-        add("DRUSvar pooled", rec.var_pooled(pool_window(unknown_grid)), unknown_grid, sec)
+        add("DRUSvar pooled", rec.var_pooled(pool_window(unknown_grid), beta=beta), unknown_grid, sec)
         results[ds.name] = DatasetResult(
             dataset=ds, methods=methods, by=inp.by, by_grid=grid, drus_samples=rec.samples, deno_samples=den.samples,
             cysts=cysts,
