@@ -1,0 +1,58 @@
+"""ADMSS on DRUSmean: gCNR / SNR (EC) and FWHM (ER) of envelope(DRUSmean) before and after (docs/despeckle.md).
+
+Reads the DRUS samples that ``benchmarks/bench_realdata.py --rows test`` saved (``<dir>/EC.npz``,
+``<dir>/ER.npz``: ``samples [C, 128, 128]`` on the 128² unknown grid), forms DRUSmean and DRUSvar,
+and scores envelope(DRUSmean), ADMSS(envelope(DRUSmean)) (the DRUS authors' parameters) and DRUSvar
+with the PICMUS ROIs (:func:`drus.picmus.score_image`). No sampling: seconds on a CPU.
+
+    python benchmarks/bench_admss.py --samples /tmp/work/rd_test_s0 [--rows EC,ER]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from drus.despeckle import admss
+from drus.estimators import drus_mean, drus_var
+from drus.geometry import paper_grid
+from drus.picmus import load_picmus_inputs, method_envelope, points_in_view, score_image
+
+SETS = {"EC": "expe_cont", "ER": "expe_reso", "SC": "simu_cont", "SR": "simu_reso"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--samples", required=True, help="folder with <row>.npz (key 'samples')")
+    ap.add_argument("--rows", default="EC,ER", help="comma-separated rows (EC, ER, SC, SR)")
+    ap.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    a = ap.parse_args()
+    grid = paper_grid(128)
+    results = {}
+    for row in a.rows.split(","):
+        samples = np.load(Path(a.samples) / f"{row}.npz")["samples"]
+        inp = load_picmus_inputs(SETS[row])
+        resolution = inp.dataset.kind == "resolution"
+        kw = dict(points=points_in_view(inp.phantom.points(), grid)) if resolution else dict(
+            cysts=inp.dataset.cysts(inp.phantom), speckle_rois=inp.phantom.speckle_boxes() or None)
+        env = method_envelope("DRUSmean", drus_mean(samples))
+        t = time.time()
+        filtered = admss(env)
+        seconds = time.time() - t
+        images = {"DRUSmean": env, "DRUSmean + ADMSS": filtered, "DRUSvar": method_envelope("DRUSvar", drus_var(samples))}
+        results[row] = {"admss_seconds": seconds, "C": int(samples.shape[0])}
+        print(f"{row} ({SETS[row]}, C = {samples.shape[0]}; ADMSS {seconds:.1f} s)")
+        for name, img in images.items():
+            m = score_image(img, grid, **kw)
+            results[row][name] = {k: [float(np.mean(v)), float(np.std(v))] for k, v in m.items()}
+            print(f"  {name:18s} " + "  ".join(f"{k} {np.mean(v):.3f} ± {np.std(v):.3f}" for k, v in m.items()))
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
