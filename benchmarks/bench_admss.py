@@ -5,7 +5,9 @@ Reads the DRUS samples that ``benchmarks/bench_realdata.py --rows test`` saved (
 and scores envelope(DRUSmean), ADMSS(envelope(DRUSmean)) (the DRUS authors' parameters) and DRUSvar
 with the PICMUS ROIs (:func:`drus.picmus.score_image`). No sampling: seconds on a CPU.
 
-    python benchmarks/bench_admss.py --samples /tmp/work/rd_test_s0 [--rows EC,ER]
+    python benchmarks/bench_admss.py --samples /tmp/work/rd_test_s0 [--rows "EC;ER;EC,_reg_f=0.6"]
+
+A row is the name of its ``.npz`` file; the text before the first comma names the PICMUS set.
 """
 
 from __future__ import annotations
@@ -28,14 +30,15 @@ SETS = {"EC": "expe_cont", "ER": "expe_reso", "SC": "simu_cont", "SR": "simu_res
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--samples", required=True, help="folder with <row>.npz (key 'samples')")
-    ap.add_argument("--rows", default="EC,ER", help="comma-separated rows (EC, ER, SC, SR)")
+    ap.add_argument("--rows", default="EC;ER", help="semicolon-separated rows: EC, ER, SC, SR, or e.g. 'EC,_reg_f=0.6'")
     ap.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     a = ap.parse_args()
     grid = paper_grid(128)
     results = {}
-    for row in a.rows.split(","):
+    for row in a.rows.split(";"):
         samples = np.load(Path(a.samples) / f"{row}.npz")["samples"]
-        inp = load_picmus_inputs(SETS[row])
+        name = SETS[row.split(",")[0]]
+        inp = load_picmus_inputs(name)
         resolution = inp.dataset.kind == "resolution"
         kw = dict(points=points_in_view(inp.phantom.points(), grid)) if resolution else dict(
             cysts=inp.dataset.cysts(inp.phantom), speckle_rois=inp.phantom.speckle_boxes() or None)
@@ -45,7 +48,7 @@ def main() -> None:
         seconds = time.time() - t
         images = {"DRUSmean": env, "DRUSmean + ADMSS": filtered, "DRUSvar": method_envelope("DRUSvar", drus_var(samples))}
         results[row] = {"admss_seconds": seconds, "C": int(samples.shape[0])}
-        print(f"{row} ({SETS[row]}, C = {samples.shape[0]}; ADMSS {seconds:.1f} s)")
+        print(f"{row} ({name}, C = {samples.shape[0]}; ADMSS {seconds:.1f} s)")
         for name, img in images.items():
             m = score_image(img, grid, **kw)
             results[row][name] = {k: [float(np.mean(v)), float(np.std(v))] for k, v in m.items()}
