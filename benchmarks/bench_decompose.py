@@ -71,6 +71,7 @@ def images(size: int, n_samples: int = 10, n_steps: int = 50) -> None:
     from drus.geometry import picmus
     from drus.metrics import contrast_metrics
     from drus.phantoms import occlusion_disks, occlusion_phantom, speckle
+    from drus.config import SamplerConfig
     from drus.reconstruct import load_prior, reconstruct
 
     probe, wave, grid = picmus(size)
@@ -102,13 +103,14 @@ def images(size: int, n_samples: int = 10, n_steps: int = 50) -> None:
             sigma0 = 0.02 * s1 * float(np.sqrt(np.mean(o**2)))  # the paper's σ0/s_1 range (docs/method.md §3)
             y = clean + sigma0 * torch.from_numpy(rng.standard_normal(grid.shape).astype(np.float32))
         err = operator_error(op, bf, speckle(np.ones(grid.shape, np.float32), seed=9))
-        recs = {label: reconstruct(op, y, sigma0=sigma0, model=model, n_samples=n_samples, n_steps=n_steps, seed=0,
-                                   progress=False)}
+        recs = {label: reconstruct(op, y, sigma0=sigma0, model=model,
+                                   sampler=SamplerConfig(n_samples=n_samples, n_steps=n_steps, seed=0), progress=False)}
         if ref is None:
             ref = recs[label]
             # the yardstick: the same decomposition with another seed (sampling variability)
-            recs["reference, another seed"] = reconstruct(op, y, sigma0=sigma0, model=model, n_samples=n_samples,
-                                                          n_steps=n_steps, seed=1, progress=False)
+            recs["reference, another seed"] = reconstruct(
+                op, y, sigma0=sigma0, model=model, sampler=SamplerConfig(n_samples=n_samples, n_steps=n_steps, seed=1),
+                progress=False)
 
         def change(a, b):
             return float(np.linalg.norm(a - b) / np.linalg.norm(b))

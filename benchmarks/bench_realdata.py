@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from drus.beamform import MatchedFilterBeamformer
+from drus.config import SamplerConfig
 from drus.estimators import drus_mean, drus_var, drus_var_pooled
 from drus.geometry import picmus
 from drus.phantoms import add_noise, occlusion_disks, occlusion_phantom, speckle
@@ -227,8 +228,8 @@ def main():
             z = np.load(npz)
             samples, scale = z["samples"], float(z["scale"])
         else:
-            rec = reconstruct(op, y, sigma0=sigma0, model=model, n_samples=opts.pop("n_samples", C), n_steps=steps,
-                              seed=a.seed, progress=False, **opts)
+            sampler = SamplerConfig(n_samples=opts.pop("n_samples", C), n_steps=steps, seed=a.seed, **opts)
+            rec = reconstruct(op, y, sigma0=sigma0, model=model, sampler=sampler, progress=False)
             samples, scale = rec.samples, rec.scale
             if depth:
                 g_unk = np.interp(grid.z_axis, bf.grid.z_axis, g_obs).astype(np.float32)

@@ -102,7 +102,7 @@ def test_plane_wave_panel_runs_drus_with_the_decomposed_bh_of_the_written_file(t
                                            cache_dir=tmp_path / "cache", progress=False)
     op = seen["operator"]
     assert isinstance(op, DecomposedBH) and op is res.operator and op.beamformer is res.beamformer
-    assert seen["y"] is res.by and seen["kw"]["prior_fraction"] == PRIOR_FRACTION
+    assert seen["y"] is res.by and seen["kw"]["sampler"].prior_fraction == PRIOR_FRACTION
     assert seen["kw"]["sigma0"] == res.sigma0
     # the user's path: the written file read back, the grid of --x-range/--z-range/--size
     acq = read_acquisition(tmp_path / "plane_wave_acquisition.h5")

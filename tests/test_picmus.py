@@ -17,6 +17,7 @@ import scipy.io
 import torch
 from click.testing import CliRunner
 
+from drus.config import SamplerConfig
 from drus.beamform import MatchedFilterBeamformer, envelope
 from drus.cli import main
 from drus.geometry import paper_grid, picmus
@@ -123,7 +124,7 @@ def tiny_unet():
 def test_evaluate_picmus_on_fake_data_writes_table_and_files(fake, tmp_path):
     root, geometry, op = fake
     out = tmp_path / "out"
-    res = evaluate_picmus(tiny_unet(), n_samples=2, n_steps=2, data_root=root, geometry=geometry, decomposed=op,
+    res = evaluate_picmus(tiny_unet(), sampler=SamplerConfig(n_samples=2, n_steps=2), data_root=root, geometry=geometry, decomposed=op,
                           progress=False, out_dir=out)
     assert list(res.datasets) == ["simu_reso", "simu_cont", "expe_reso", "expe_cont"]
     table = res.table()
@@ -167,9 +168,9 @@ def test_evaluate_picmus_rejects_bad_arguments(fake):
     with pytest.raises(ValueError, match="unknown PICMUS dataset 'carotid'"):
         evaluate_picmus(None, sets=["carotid"], data_root=root, geometry=geometry, decomposed=op)
     with pytest.raises(ValueError, match="n_samples must be ≥ 2"):
-        evaluate_picmus(None, n_samples=1, data_root=root, geometry=geometry, decomposed=op)
+        evaluate_picmus(None, sampler=SamplerConfig(n_samples=1), data_root=root, geometry=geometry, decomposed=op)
     with pytest.raises(FileNotFoundError, match="PICMUS files of simu_reso not found"):
-        evaluate_picmus(tiny_unet(), sets=["simu_reso"], n_samples=2, n_steps=1, data_root=root / "nowhere",
+        evaluate_picmus(tiny_unet(), sets=["simu_reso"], sampler=SamplerConfig(n_samples=2, n_steps=1), data_root=root / "nowhere",
                         geometry=geometry, decomposed=op, progress=False)
 
 

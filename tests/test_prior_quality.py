@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from drus.config import SamplerConfig
 from drus.experiments import occlusion_study
 from drus.geometry import ImageGrid, paper_grid
 from drus.metrics import contrast_metrics, mean_std
@@ -34,7 +35,7 @@ def test_claim_small():
     K = SeparableBlur.paper(grid)
     o = speckle(p, seed=1001)
     y, sigma0 = add_noise(K.apply(torch.from_numpy(o)).numpy(), gamma=0.02, seed=11001)
-    rec = reconstruct(K, y, sigma0=sigma0, model=load_prior(), n_samples=10, n_steps=20, seed=1, progress=False)
+    rec = reconstruct(K, y, sigma0=sigma0, model=load_prior(), sampler=SamplerConfig(n_steps=20, seed=1), progress=False)
     m = {name: contrast_metrics(img, grid, disks) for name, img in
          {"obs": np.abs(y), "mean": np.abs(rec.mean), "var": rec.var}.items()}
     g = {k: mean_std(v.gcnr)[0] for k, v in m.items()}

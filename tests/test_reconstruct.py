@@ -8,6 +8,7 @@ import torch
 
 from drus.data import TARGET_RMS, estimate_rms, prior_scale
 from drus.operators import Identity, SeparableBlur, gaussian_kernel, modulated_gaussian_kernel
+from drus.config import SamplerConfig
 from drus.reconstruct import load_prior, reconstruct
 
 
@@ -66,9 +67,10 @@ def test_prior_scale_is_one_rule_with_a_noise_inclusive_fallback(caplog):
     assert scale2 == pytest.approx(estimate_rms(A, y, 0.0) / TARGET_RMS)
     # reconstruct() applies the same rule and says which branch it took
     model = WhiteGaussianDenoiser().eval()
-    rec = reconstruct(A, y, sigma0=big, model=model, n_samples=2, n_steps=3, progress=False)
+    rec = reconstruct(A, y, sigma0=big, model=model, sampler=SamplerConfig(n_samples=2, n_steps=3), progress=False)
     assert rec.scale_source == "noise-inclusive" and rec.scale == pytest.approx(scale2)
-    rec = reconstruct(A, y, sigma0=sigma0, model=model, n_samples=2, n_steps=3, progress=False, scale=2.0)
+    rec = reconstruct(A, y, sigma0=sigma0, model=model, sampler=SamplerConfig(n_samples=2, n_steps=3), progress=False,
+                      scale=2.0)
     assert rec.scale_source == "given" and rec.scale == 2.0
 
 
@@ -80,8 +82,10 @@ def test_reconstruct_normalises_samples_and_is_reproducible():
     sigma0 = 0.01 * float(np.abs(y).max())
     y = y + sigma0 * np.random.default_rng(0).standard_normal(y.shape)
     model = WhiteGaussianDenoiser().eval()
-    r1 = reconstruct(A, y, sigma0=sigma0, model=model, n_samples=6, n_steps=20, seed=3, progress=False)
-    r2 = reconstruct(A, y, sigma0=sigma0, model=model, n_samples=6, n_steps=20, seed=3, progress=False)
+    sampler = SamplerConfig(n_samples=6, n_steps=20, seed=3)
+    r1 = reconstruct(A, y, sigma0=sigma0, model=model, sampler=sampler, progress=False)
+    r2 = reconstruct(A, y, sigma0=sigma0, model=model, sampler=sampler, progress=False)
+    assert r1.sampler is sampler
     assert r1.samples.shape == (6, *A.in_shape)
     assert np.array_equal(r1.samples, r2.samples)
     assert r1.scale == pytest.approx(7.0 / TARGET_RMS, rel=0.1)
@@ -116,7 +120,8 @@ def test_deno_is_the_identity_operator_case():
     g = np.random.default_rng(0)
     img = 0.3 * g.standard_normal((16, 24))
     m = WhiteGaussianDenoiser().eval()
-    r = deno(img, sigma0=0.01, model=m, n_samples=3, n_steps=10, seed=0, progress=False)
+    r = deno(img, sigma0=0.01, model=m, sampler=SamplerConfig.drus(n_samples=3, n_steps=10), progress=False)
+    assert r.sampler.prior_fraction == 0.0  # DENO: the identity has no split to choose
     assert r.samples.shape == (3, 16, 24)
     # almost noiseless identity problem: every sample reproduces the image
     assert np.abs(r.mean - img).max() < 0.05
@@ -147,6 +152,20 @@ def test_reduced_precision_prior_stays_close_to_fp32(tmp_path):
         load_prior(path, precision="int8")
 
 
+def test_sampler_config_defaults_are_the_papers_and_validate():
+    p = SamplerConfig()
+    assert (p.n_samples, p.n_steps, p.eta, p.eta_b, p.beta, p.seed, p.prior_fraction) == (10, 50, 0.85, 1.0, 0.5, 0, 0.0)
+    assert SamplerConfig.paper() == p and SamplerConfig.drus().prior_fraction == 0.6
+    assert SamplerConfig.drus(n_samples=3).replace(seed=None).to_attrs() == {
+        "n_samples": 3, "n_steps": 50, "eta": 0.85, "eta_b": 1.0, "beta": 0.5, "prior_fraction": 0.6}
+    for bad in ({"n_samples": 0}, {"n_steps": 2.5}, {"eta": 1.5}, {"eta_b": -0.1}, {"beta": 0}, {"prior_fraction": 1.0},
+                {"seed": "x"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            SamplerConfig(**bad)
+    with pytest.raises(TypeError, match="SamplerConfig"):
+        reconstruct(_blur(), np.ones(_blur().out_shape), sigma0=0.1, model=WhiteGaussianDenoiser(), sampler={"n_steps": 2})
+
+
 def test_regularised_sigma0_is_the_stated_quantile_rule():
     from drus.data import regularised_sigma0
 
@@ -171,10 +190,10 @@ def test_reconstruct_prior_fraction_runs_ddrm_with_the_regularised_sigma0():
     y = A.apply(3.0 * torch.randn(*A.in_shape, generator=g)).numpy()
     sigma0 = 0.01 * float(np.abs(y).max())
     model = WhiteGaussianDenoiser().eval()
-    kw = dict(sigma0=sigma0, model=model, n_samples=4, n_steps=10, seed=0, progress=False)
-    paper = reconstruct(A, y, **kw)
+    kw = dict(sigma0=sigma0, model=model, progress=False)
+    paper = reconstruct(A, y, sampler=SamplerConfig.paper(n_samples=4, n_steps=10), **kw)
     assert paper.sigma0_sampler == pytest.approx(sigma0)
-    reg = reconstruct(A, y, prior_fraction=0.6, **kw)
+    reg = reconstruct(A, y, sampler=SamplerConfig.paper(n_samples=4, n_steps=10, prior_fraction=0.6), **kw)
     assert reg.scale == paper.scale  # the scale comes from the noise level, not the regularised σ0
     assert reg.sigma0_sampler == pytest.approx(
         regularised_sigma0(A, sigma_noise=sigma0, scale=paper.scale, prior_fraction=0.6), rel=1e-6)
@@ -192,7 +211,8 @@ def test_reconstruct_never_moves_the_callers_operator(monkeypatch):
     assert A.singular_values.device.type == "cpu"
     monkeypatch.setattr(type(A), "to", lambda self, *a, **k: (_ for _ in ()).throw(AssertionError("moved in place")))
     y = A.apply(torch.randn(*A.in_shape, generator=torch.Generator().manual_seed(0))).numpy()
-    reconstruct(A, y, sigma0=0.01, model=WhiteGaussianDenoiser().eval(), n_samples=2, n_steps=2, progress=False)
+    reconstruct(A, y, sigma0=0.01, model=WhiteGaussianDenoiser().eval(), sampler=SamplerConfig(n_samples=2, n_steps=2),
+                progress=False)
 
 
 def test_moved_copies_leave_the_original_untouched():
@@ -232,7 +252,8 @@ def test_a_prior_round_trips_with_its_noise_schedule(tmp_path, monkeypatch):
     real = rec_mod.ddrm_sample
     monkeypatch.setattr(rec_mod, "ddrm_sample", lambda *a, **k: seen.setdefault("s", k["schedule"]) and real(*a, **k))
     A = Identity((8, 8))
-    reconstruct(A, np.random.default_rng(0).standard_normal((8, 8)), sigma0=0.1, model=model, n_samples=2, n_steps=2,
+    reconstruct(A, np.random.default_rng(0).standard_normal((8, 8)), sigma0=0.1, model=model,
+                sampler=SamplerConfig(n_samples=2, n_steps=2),
                 progress=False)
     assert seen["s"] == cosine
     with pytest.raises(ValueError, match="unknown field"):

@@ -795,18 +795,13 @@ def reconstruct_acquisition(
     beamformer,
     *,
     model,
-    n_samples: int = 10,
-    n_steps: int = 50,
+    sampler=None,
     sigma0: float | None = None,
-    prior_fraction: float | None = None,
-    eta: float = 0.85,
-    eta_b: float = 1.0,
     threshold: float = 1e-3,
     compute_dtype: str = "float64",
     cache_dir=None,
     cache: bool = True,
     device="cpu",
-    seed: int | None = 0,
     split: str | None = None,
     report=None,
     progress: bool = True,
@@ -816,21 +811,22 @@ def reconstruct_acquisition(
     ``B y`` and DAS on ``beamformer.grid`` → the decomposed ``BH`` (:func:`drus.decompose.decompose_bh`,
     cached) → σ0 from the data (:func:`drus.noise.estimate_sigma0`) unless given, with the channel-data
     cross-check (:func:`drus.noise.channel_noise`, reported and saved, not used) → ``n_samples`` DDRM
-    samples with the sampler's σ0 regularised by ``prior_fraction`` (default
-    :data:`drus.defaults.PRIOR_FRACTION`) → DRUSmean, DRUSvar and the pooled DRUSvar.
+    samples (``sampler``, a :class:`drus.config.SamplerConfig`; default :meth:`SamplerConfig.drus`:
+    the sampler's σ0 regularised by :data:`drus.defaults.PRIOR_FRACTION`) → DRUSmean, DRUSvar and the
+    pooled DRUSvar.
 
     ``split``: the split :func:`plan_decomposition` settled (run it first to get the cost checks);
     ``None`` plans here. ``report`` receives the lines ``drus reconstruct`` prints.
     """
     from .beamform import das
+    from .config import SamplerConfig
     from .decompose import decompose_bh
-    from .defaults import PRIOR_FRACTION
     from .estimators import pool_window
     from .noise import channel_noise, channel_noise_in_by, estimate_sigma0
     from .reconstruct import reconstruct
 
     acq, bf = acquisition.with_spectrum(), beamformer
-    prior_fraction = PRIOR_FRACTION if prior_fraction is None else float(prior_fraction)
+    sampler = SamplerConfig.drus() if sampler is None else sampler
     if split is None:
         split = plan_decomposition(bf, compute_dtype=compute_dtype, threshold=threshold, cache_dir=cache_dir,
                                    cache=cache, report=report)
@@ -854,11 +850,10 @@ def reconstruct_acquisition(
                      f"{attrs['by_noise_rms_from_channel']:.4g} (coloured by B; not used)")
     except ValueError as exc:
         _say(report, f"  cross-check from the channel data not available: {exc}")
-    rec = reconstruct(op, by, sigma0=float(sigma0), model=model, n_samples=n_samples, n_steps=n_steps, seed=seed,
-                      device=device, prior_fraction=prior_fraction, eta=eta, eta_b=eta_b, progress=progress)
+    rec = reconstruct(op, by, sigma0=float(sigma0), model=model, sampler=sampler, device=device, progress=progress)
     window = pool_window(bf.grid)
-    pooled = rec.var_pooled(window) if n_samples >= 2 else None
-    attrs.update(prior_fraction=prior_fraction, sigma0_sampler=float(rec.sigma0_sampler), sigma0=float(sigma0),
+    pooled = rec.var_pooled(window) if sampler.n_samples >= 2 else None
+    attrs.update(**sampler.to_attrs(), sigma0_sampler=float(rec.sigma0_sampler), sigma0=float(sigma0),
                  sigma0_source=source, split=split, decomposition_key=op.metadata["key"], pool_window=int(window))
     return AcquisitionReconstruction(acquisition=acq, beamformer=bf, by=by, das=das_image, operator=op,
                                      sigma0=float(sigma0), sigma0_source=source, reconstruction=rec,

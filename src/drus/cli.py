@@ -396,6 +396,18 @@ def decompose(size, acquisition, angle, x_range, z_range, method, threshold, dty
 _PICMUS_NAMES = ("simu_reso", "simu_cont", "expe_reso", "expe_cont")
 
 
+def _sampler_config(*, paper: bool, n_samples: int, n_steps: int, seed: int, eta: float, eta_b: float,
+                    prior_fraction: float):
+    """The :class:`drus.config.SamplerConfig` of a command's options (``--paper``: the paper's η, η_B
+    and σ0 use, keeping C, steps and seed)."""
+    from .config import SamplerConfig
+
+    if paper:
+        return SamplerConfig.paper(n_samples=n_samples, n_steps=n_steps, seed=seed)
+    return SamplerConfig(n_samples=n_samples, n_steps=n_steps, seed=seed, eta=eta, eta_b=eta_b,
+                         prior_fraction=prior_fraction)
+
+
 def _torch_threads(threads) -> None:
     if threads:
         import torch
@@ -444,10 +456,10 @@ def evaluate_picmus_command(sets, unknown_size, n_samples, n_steps, threshold, c
     model = load_prior(prior, device=dev, precision=precision)
     _check_size_multiple(model, unknown_size, "--unknown-size")
     try:
-        result = evaluate_picmus(model, sets=names, unknown_size=unknown_size, n_samples=n_samples, n_steps=n_steps,
-                                 prior_fraction=0.0 if paper else prior_fraction, sigma0_from_data=not paper,
-                                 eta=0.85 if paper else eta, eta_b=1.0 if paper else eta_b,
-                                 threshold=threshold, compute_dtype=compute_dtype, seed=seed, device=dev,
+        sampler = _sampler_config(paper=paper, n_samples=n_samples, n_steps=n_steps, seed=seed, eta=eta, eta_b=eta_b,
+                                  prior_fraction=prior_fraction)
+        result = evaluate_picmus(model, sets=names, unknown_size=unknown_size, sampler=sampler,
+                                 sigma0_from_data=not paper, threshold=threshold, compute_dtype=compute_dtype, device=dev,
                                  data_root=data_root, cache_dir=cache_dir,
                                  out_dir=out_dir)
     except (ValueError, FileNotFoundError) as exc:
@@ -568,11 +580,10 @@ def reconstruct_command(observation, method, angle, x_range, z_range, grid_size,
     from .train import resolve_device
 
     path = Path(observation)
-    if paper:
-        prior_fraction, eta, eta_b = 0.0, 0.85, 1.0
+    sampler = _sampler_config(paper=paper, n_samples=n_samples, n_steps=n_steps, seed=seed, eta=eta, eta_b=eta_b,
+                              prior_fraction=prior_fraction)
     if _is_acquisition_file(path) and not dataset and infer_dataset(path) is None:
-        return _reconstruct_acquisition(path, **{**click.get_current_context().params, "prior_fraction": prior_fraction,
-                                                 "eta": eta, "eta_b": eta_b})
+        return _reconstruct_acquisition(path, **click.get_current_context().params, sampler=sampler)
     ds = PICMUS_SETS[dataset] if dataset else infer_dataset(path)
     if ds is not None and not dataset:
         click.echo(f"dataset: {ds.name} (inferred from the file name; --dataset to change)")
@@ -658,13 +669,12 @@ def reconstruct_command(observation, method, angle, x_range, z_range, grid_size,
 
             sigma0, sigma_source = estimate_sigma0(op, by)
             click.echo(f"σ0 = {sigma0:.4g} (estimated from the data: {sigma_source})")
-        kw = dict(sigma0=float(sigma0), model=model, n_samples=n_samples, n_steps=n_steps, seed=seed, device=dev,
-                  eta=eta, eta_b=eta_b)
+        kw = dict(sigma0=float(sigma0), model=model, sampler=sampler, device=dev)
         if method == "deno-mean":
             rec = deno(by, **kw)
             image, img_grid = rec.mean, grid
         else:
-            rec = reconstruct(op, by, prior_fraction=prior_fraction, **kw)
+            rec = reconstruct(op, by, **kw)
             img_grid = op.beamformer.unknown_grid
             image = rec.mean if method == "drus-mean" else rec.var
             arrays["var" if method == "drus-mean" else "mean"] = rec.var if method == "drus-mean" else rec.mean
@@ -677,9 +687,7 @@ def reconstruct_command(observation, method, angle, x_range, z_range, grid_size,
     panels[name] = to_db(amp)
     files.append(save_images_hdf5(candidates["hdf5"], grid=img_grid, image=image, amplitude=amp, **arrays,
                                   attrs={"method": method, "observation": str(path), "sigma0": float(sigma0 or 0.0),
-                                         "prior_fraction": float(prior_fraction) if method.startswith("drus") else 0.0,
-                                         "eta": float(eta), "eta_b": float(eta_b), "n_samples": int(n_samples),
-                                         "n_steps": int(n_steps), "seed": int(seed),
+                                         **(rec.sampler.to_attrs() if method != "das" else {}),
                                          "sigma0_sampler": float(getattr(rec, "sigma0_sampler", float("nan"))) if method != "das" else float("nan"),
                                          "dataset": ds.name if ds else "", "sigma0_source": sigma_source, "by_layout": by_layout or "channel data"}))
     if img_grid == grid:
@@ -754,8 +762,7 @@ def _plan_decomposition(bf, compute_dtype: str, *, threshold: float, cache_dir, 
 
 def _reconstruct_acquisition(path: Path, *, method, sigma0, angle, x_range, z_range, grid_size, n_samples, n_steps,
                              threshold, compute_dtype, prior, out_dir, cache_dir, device, seed, threads,
-                             no_cache=False, overwrite=False, prior_fraction=0.0, eta=0.85, eta_b=1.0,
-                             **_unused) -> None:
+                             sampler, no_cache=False, overwrite=False, **_unused) -> None:
     """``drus reconstruct`` on a channel-data file: any plane-wave acquisition (drus.acquisition)."""
     from .beamform import bmode, das
     from .io import save_images_hdf5
@@ -796,10 +803,9 @@ def _reconstruct_acquisition(path: Path, *, method, sigma0, angle, x_range, z_ra
 
         # cost and memory first, before any expensive work; then B y, DAS, BH decomposed, σ0, samples
         split = _plan_decomposition(bf, compute_dtype, threshold=threshold, cache_dir=cache_dir, cache=not no_cache)
-        res = reconstruct_acquisition(acq, bf, model=model, n_samples=n_samples, n_steps=n_steps, sigma0=sigma0,
-                                      prior_fraction=prior_fraction, eta=eta, eta_b=eta_b, threshold=threshold,
+        res = reconstruct_acquisition(acq, bf, model=model, sampler=sampler, sigma0=sigma0, threshold=threshold,
                                       compute_dtype=compute_dtype,
-                                      cache_dir=cache_dir, cache=not no_cache, device=dev, seed=seed, split=split,
+                                      cache_dir=cache_dir, cache=not no_cache, device=dev, split=split,
                                       report=click.echo)
         by, das_image = res.by, res.das
     else:
@@ -828,7 +834,7 @@ def _reconstruct_acquisition(path: Path, *, method, sigma0, angle, x_range, z_ra
         from .reconstruct import deno
 
         by_n = by / np.abs(by).max()
-        rec = deno(by_n, sigma0=float(sigma0), model=model, n_samples=n_samples, n_steps=n_steps, seed=seed, device=dev)
+        rec = deno(by_n, sigma0=float(sigma0), model=model, sampler=sampler, device=dev)
         arrays["samples"] = rec.samples
         image, amp = rec.mean, method_envelope("DENOmean", rec.mean)
         panels["DENOmean"] = to_db(amp)

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import SamplerConfig
 from .beamform import MatchedFilterBeamformer, das, envelope, log_compress
 from .geometry import ImageGrid, paper_grid, picmus_plane_wave, picmus_probe
 from .io import ChannelData, save_images_hdf5, write_ustb_channel_data
@@ -163,7 +164,9 @@ def run_demo(
     ko = K.apply(torch.from_numpy(o)).numpy()
     y_k, sigma0 = add_noise(ko, gamma=gamma, seed=seed + 2)
     model = load_prior(prior, device=dev, precision=precision)
-    rec = reconstruct(K, y_k, sigma0=sigma0, model=model, n_samples=n_samples, n_steps=n_steps, seed=seed, device=dev, progress=progress)
+    rec = reconstruct(K, y_k, sigma0=sigma0, model=model, sampler=SamplerConfig.paper(n_samples=n_samples, n_steps=n_steps,
+                                                                                   seed=seed),
+                      device=dev, progress=progress)
     seconds["drus"] = time.perf_counter() - t
 
     # 3. metrics, figure, files. Envelopes: Hilbert for beamformed RF, |x| for reflectivity images.
@@ -299,7 +302,8 @@ def _plane_wave_reconstruction(plan: dict, *, model, n_samples: int, n_steps: in
     sim_grid, noise_std, gamma = plan["sim_grid"], plan["noise_std"], plan["gamma"]
     (x0, x1), (z0, z1) = PW_X_RANGE, PW_Z_RANGE
     t = time.perf_counter()
-    res = reconstruct_acquisition(acq, bf, model=model, n_samples=n_samples, n_steps=n_steps, seed=seed,
+    res = reconstruct_acquisition(acq, bf, model=model, sampler=SamplerConfig.drus(n_samples=n_samples, n_steps=n_steps,
+                                                                                    seed=seed),
                                   device=device, cache_dir=plan["cache_dir"], cache=plan["cache"], split=split,
                                   progress=progress)
     seconds["plane_wave_drus"] = time.perf_counter() - t

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .config import SamplerConfig
 from .geometry import paper_grid
 from .metrics import contrast_metrics, mean_std, resolution_metrics
 from .operators import SeparableBlur
@@ -65,7 +66,8 @@ def _run(phantom: str, echogenicity, score, *, model, gammas, seeds, n_samples, 
     for g, s in tqdm(jobs, desc=f"{phantom} study", disable=not progress):
         o = speckle(p, seed=s)
         y, sigma0 = add_noise(K.apply(torch.from_numpy(o)).numpy(), gamma=g, seed=s + 10_000)
-        rec = reconstruct(K, y, sigma0=sigma0, model=model, n_samples=n_samples, n_steps=n_steps, seed=s,
+        rec = reconstruct(K, y, sigma0=sigma0, model=model,
+                          sampler=SamplerConfig.paper(n_samples=n_samples, n_steps=n_steps, seed=s),
                           device=device, progress=False)
         images = {"observation": np.abs(y), "DRUSmean": np.abs(rec.mean), "DRUSvar": rec.var}
         for m, img in images.items():

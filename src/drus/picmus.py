@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .beamform import MatchedFilterBeamformer, envelope
+from .config import SamplerConfig
 from .geometry import ImageGrid, array_pitch
 from .phantoms import Disk, PicmusPhantom
 
@@ -605,11 +606,9 @@ def evaluate_picmus(
     *,
     sets=("simu_reso", "simu_cont", "expe_reso", "expe_cont"),
     unknown_size: int = 128,
-    n_samples: int = 10,
-    n_steps: int = 50,
+    sampler: SamplerConfig = SamplerConfig(),
     threshold: float = 1e-3,
     compute_dtype: str = "float64",
-    seed: int = 0,
     device="cpu",
     data_root=None,
     cache_dir=None,
@@ -617,11 +616,7 @@ def evaluate_picmus(
     out_dir=None,
     geometry=None,
     decomposed=None,
-    prior_fraction: float = 0.0,
     sigma0_from_data: bool = False,
-    eta: float = 0.85,
-    eta_b: float = 1.0,
-    beta: float = 0.5,
 ) -> PicmusEvaluation:
     """Table I of the DRUSvar paper on the PICMUS sets: DAS 75/1 PW, DENOmean, DRUSmean, DRUSvar.
 
@@ -658,14 +653,14 @@ def evaluate_picmus(
     unknown_size : int
         Side of the DRUS unknown grid (128: minutes of CPU decomposition; 256: the paper's square
         operator, hours on a CPU).
-    n_samples, n_steps : int
-        DDRM samples ``C`` (≥ 2 for DRUSvar) and steps (paper: 10, 50).
+    sampler : SamplerConfig
+        C (≥ 2 for DRUSvar), steps, η, η_B, β, seed (each dataset and method starts from it) and the
+        DRUS prior/data split (default: the paper's configuration; DENO always runs with
+        ``prior_fraction = 0``).
     threshold : float
         Decomposition threshold relative to ``s_1`` (:func:`drus.decompose.decompose_bh`).
     compute_dtype : {"float64", "float32"}
         dtype of the decomposition (:func:`picmus_operator`).
-    seed : int
-        Seed of every sampler run (each dataset and method starts from the same seed).
     device : str or torch.device
         Where DDRM (and the decomposition) run.
     data_root, cache_dir : path, optional
@@ -681,12 +676,8 @@ def evaluate_picmus(
     decomposed : DecomposedBH, optional
         A ready operator (its ``out_shape`` must be the measurement grid's shape); skips
         :func:`picmus_operator`.
-    prior_fraction : float
-        DRUS: passed to :func:`drus.reconstruct.reconstruct` (0, the default, is the paper's use of σ0).
     sigma0_from_data : bool
         DRUS: the noise level from :func:`drus.noise.estimate_sigma0` instead of the paper's σ0.
-    eta, eta_b, beta : float
-        DDRM's η and η_B and DRUSvar's β (the paper: 0.85, 1, 0.5), for DRUS and DENO alike.
 
     ``DRUSvar pooled`` (:func:`drus.estimators.drus_var_pooled`, one DAS resolution cell) is scored
     from the same samples, beside the paper's DRUSvar.
@@ -705,8 +696,8 @@ def evaluate_picmus(
     if not names:
         raise ValueError(f"sets is empty; choose among {', '.join(PICMUS_SETS)}")
     chosen = [_resolve_set(n) for n in names]
-    if int(n_samples) < 2:
-        raise ValueError(f"n_samples must be ≥ 2 (DRUSvar is a sample variance), got {n_samples!r}")
+    if sampler.n_samples < 2:
+        raise ValueError(f"n_samples must be ≥ 2 (DRUSvar is a sample variance), got {sampler.n_samples!r}")
     device = torch.device(device)
     geometry = geometry if geometry is not None else picmus(256)
     grid = geometry[2]
@@ -720,18 +711,16 @@ def evaluate_picmus(
     unknown_grid = decomposed.beamformer.unknown_grid
     seconds_decomposition = time.perf_counter() - t0
     settings = {
-        "sets": [d.name for d in chosen], "n_samples": int(n_samples), "n_steps": int(n_steps),
+        "sets": [d.name for d in chosen], **sampler.to_dict(),
         "threshold": float(threshold), "compute_dtype": decomposed.metadata.get("compute_dtype", compute_dtype),
-        "seed": int(seed), "device": str(device),
+        "device": str(device),
         "measurement_grid": list(grid.shape), "unknown_grid": list(unknown_grid.shape),
         "decomposition": {"seconds": seconds_decomposition, "n_kept": int(decomposed.n_kept), "s1": float(decomposed.s1),
                           "key": decomposed.metadata.get("key")},
-        "eta": float(eta), "eta_b": float(eta_b), "beta": float(beta), "prior_fraction": float(prior_fraction),
         "sigma0_drus": "estimated from the data (drus.noise)" if sigma0_from_data else "the paper's",
         "pool_window_px": pool_window(unknown_grid),
     }
-    common = dict(model=model, n_samples=int(n_samples), n_steps=int(n_steps), seed=int(seed), device=device,
-                  progress=progress, eta=float(eta), eta_b=float(eta_b), beta=float(beta))
+    common = dict(model=model, sampler=sampler, device=device, progress=progress)
     results = {}
     for ds in chosen:
         log.info("PICMUS %s (%s)", ds.name, ds.short)
@@ -758,17 +747,16 @@ def evaluate_picmus(
             from .noise import estimate_sigma0
 
             sigma0, sigma0_source = estimate_sigma0(decomposed, inp.by)
-        rec = reconstruct(decomposed, inp.by, sigma0=sigma0, prior_fraction=prior_fraction, **common)
+        rec = reconstruct(decomposed, inp.by, sigma0=sigma0, **common)
         sec = time.perf_counter() - t
         add("DRUSmean", rec.mean, unknown_grid, sec)
         add("DRUSvar", rec.var, unknown_grid, sec)
-        add("DRUSvar pooled", rec.var_pooled(pool_window(unknown_grid), beta=beta), unknown_grid, sec)
+        add("DRUSvar pooled", rec.var_pooled(pool_window(unknown_grid)), unknown_grid, sec)
         results[ds.name] = DatasetResult(
             dataset=ds, methods=methods, by=inp.by, by_grid=grid, drus_samples=rec.samples, deno_samples=den.samples,
             cysts=cysts,
             attrs={"sigma0_drus": sigma0, "sigma0_drus_source": sigma0_source, "sigma0_sampler_drus": rec.sigma0_sampler,
-                   "prior_fraction": float(prior_fraction), "sigma0_deno": ds.sigma0_deno, "n_samples": int(n_samples),
-                   "n_steps": int(n_steps), "seed": int(seed), "threshold": float(threshold),
+                   **sampler.to_attrs(), "sigma0_deno": ds.sigma0_deno, "threshold": float(threshold),
                    "scale_drus": rec.scale, "scale_deno": den.scale, "scale_source_drus": rec.scale_source,
                    "scale_source_deno": den.scale_source,
                    # the sampler's own split: total, network and everything else (operator, noise), seconds

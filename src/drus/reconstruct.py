@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import SamplerConfig
 from .data import prior_scale, regularised_sigma0
 from .ddrm import ddrm_sample
 from .estimators import drus_mean, drus_var, drus_var_pooled
@@ -94,6 +95,7 @@ class Reconstruction:
     sigma0_sampler : the σ0 DDRM ran with, in the units of ``y`` (the noise level, or the regularised
         level of :func:`drus.data.regularised_sigma0` when ``prior_fraction > 0``).
     timings : seconds (total, network, other) from the sampler.
+    sampler : the :class:`~drus.config.SamplerConfig` it ran with.
     scale_source : how ``scale`` was set: ``"given"``, or the rule of :func:`drus.data.prior_scale`
         (``"estimated"`` / ``"noise-inclusive"``).
     """
@@ -105,10 +107,11 @@ class Reconstruction:
     timings: dict
     scale_source: str = "given"
     sigma0_sampler: float = float("nan")
+    sampler: SamplerConfig = dataclasses.field(default_factory=SamplerConfig)
 
-    def var_pooled(self, window: int = 3, *, beta: float = 0.5) -> np.ndarray:
-        """The pooled DRUSvar of these samples (:func:`drus.estimators.drus_var_pooled`)."""
-        return drus_var_pooled(self.samples, window=window, beta=beta)
+    def var_pooled(self, window: int = 3) -> np.ndarray:
+        """The pooled DRUSvar of these samples (:func:`drus.estimators.drus_var_pooled`, the sampler's β)."""
+        return drus_var_pooled(self.samples, window=window, beta=self.sampler.beta)
 
 
 def reconstruct(
@@ -117,15 +120,9 @@ def reconstruct(
     *,
     sigma0: float,
     model: torch.nn.Module,
-    n_samples: int = 10,
-    n_steps: int = 50,
-    eta: float = 0.85,
-    eta_b: float = 1.0,
-    beta: float = 0.5,
-    seed: int | None = 0,
+    sampler: SamplerConfig = SamplerConfig(),
     device="cpu",
     scale: float | None = None,
-    prior_fraction: float = 0.0,
     progress: bool = True,
 ) -> Reconstruction:
     """DRUS/DRUSvar for ``y = A o + n`` (``A`` an :class:`~drus.operators.SVDOperator`).
@@ -140,16 +137,17 @@ def reconstruct(
         Noise standard deviation of ``y`` (same units as ``y``).
     model : torch.nn.Module
         Prior ε-network (1-channel input).
+    sampler : SamplerConfig
+        C, steps, η, η_B, β, seed and the prior/data split (default: the paper's). With
+        ``prior_fraction = 0`` DDRM runs with ``sigma0``; with ``f > 0`` with the regularised level
+        of :func:`drus.data.regularised_sigma0`, so that the prior decides at least the fraction
+        ``f`` of the components (the scale still comes from the noise level ``sigma0``).
     scale : float, optional
         Units of the unknown per prior unit; default: estimated so that the unknown has RMS 0.25
         in prior units (:func:`drus.data.prior_scale`, with ``sigma0`` as the noise level).
-    prior_fraction : float
-        0 (the paper): DDRM runs with ``sigma0``. ``f > 0``: DDRM runs with the regularised level of
-        :func:`drus.data.regularised_sigma0`, so that the prior decides at least the fraction ``f``
-        of the components (the scale still comes from the noise level ``sigma0``).
-    seed : int or None
-        Seeds the sampler's generator (reproducible samples).
     """
+    if not isinstance(sampler, SamplerConfig):
+        raise TypeError(f"sampler must be a drus.config.SamplerConfig, got {type(sampler).__name__}")
     device = torch.device(device)
     if (y.is_complex() if isinstance(y, torch.Tensor) else np.iscomplexobj(y)):
         raise TypeError("y is complex; drus reconstructs real (RF) observations — pass the real part explicitly "
@@ -165,11 +163,9 @@ def reconstruct(
             # far from unit scale (e.g. a By × 1e30): float32 products of the samples would overflow or
             # underflow. Reconstruct y / peak (the samples are linear in y's units) and scale back in float64.
             log.info("observation peak %.3g: reconstructing y / peak and scaling the results back", peak)
-            rec = reconstruct(operator, y64 / peak, sigma0=float(sigma0) / peak, model=model, n_samples=n_samples,
-                              n_steps=n_steps, eta=eta, eta_b=eta_b, beta=beta, seed=seed, device=device,
-                              scale=None if scale is None else scale / peak, prior_fraction=prior_fraction,
-                              progress=progress)
-            return _rescaled(rec, peak, beta=beta)
+            rec = reconstruct(operator, y64 / peak, sigma0=float(sigma0) / peak, model=model, sampler=sampler,
+                              device=device, scale=None if scale is None else scale / peak, progress=progress)
+            return _rescaled(rec, peak)
     y_t = torch.as_tensor(y64, dtype=torch.float32)  # the same float32 values as a direct cast
     if tuple(y_t.shape) != tuple(operator.out_shape):
         raise ValueError(f"y must have the operator's output shape {tuple(operator.out_shape)}, got {tuple(y_t.shape)}")
@@ -182,22 +178,25 @@ def reconstruct(
     if scale is None:
         scale, source = prior_scale(operator, y_t, float(sigma0))
     log.info("prior-unit scale %.4g (%s; observation divided by it)", scale, source)
-    sigma_s = regularised_sigma0(operator, sigma_noise=float(sigma0), scale=float(scale), prior_fraction=prior_fraction)
-    if prior_fraction:
+    f = sampler.prior_fraction
+    sigma_s = regularised_sigma0(operator, sigma_noise=float(sigma0), scale=float(scale), prior_fraction=f)
+    if f:
         log.info("sampler σ0 %.4g (noise level %.4g, prior decides ≥ %.0f %% of the components)", sigma_s, sigma0,
-                 100 * prior_fraction)
+                 100 * f)
     gen = torch.Generator(device=device if device.type == "cuda" else "cpu")
-    if seed is not None:
-        gen.manual_seed(int(seed))
+    if sampler.seed is not None:
+        gen.manual_seed(int(sampler.seed))
     res = ddrm_sample(
-        model, operator, y_t / scale, sigma0=sigma_s / scale, n_samples=n_samples, n_steps=n_steps,
-        eta=eta, eta_b=eta_b, generator=gen, progress=progress, schedule=getattr(model, "noise_schedule", None),
+        model, operator, y_t / scale, sigma0=sigma_s / scale, n_samples=sampler.n_samples, n_steps=sampler.n_steps,
+        eta=sampler.eta, eta_b=sampler.eta_b, generator=gen, progress=progress,
+        schedule=getattr(model, "noise_schedule", None),
     )
     samples = (res.samples.float() * scale).cpu().numpy()
     timings = {k: getattr(res, k) for k in ("seconds_total", "seconds_model", "seconds_other") if hasattr(res, k)}
-    var = drus_var(samples, beta=beta) if n_samples >= 2 else np.full(samples.shape[1:], np.nan, np.float32)
+    var = (drus_var(samples, beta=sampler.beta) if sampler.n_samples >= 2
+           else np.full(samples.shape[1:], np.nan, np.float32))
     return Reconstruction(samples=samples, mean=drus_mean(samples), var=var, scale=float(scale), timings=timings,
-                          scale_source=source, sigma0_sampler=float(sigma_s))
+                          scale_source=source, sigma0_sampler=float(sigma_s), sampler=sampler)
 
 
 #: Peak |y| outside this range is reconstructed as y / peak (float32 samples and their squares stay in range).
@@ -213,14 +212,14 @@ def _as_float32_if_exact_range(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _rescaled(rec: Reconstruction, factor: float, *, beta: float) -> Reconstruction:
+def _rescaled(rec: Reconstruction, factor: float) -> Reconstruction:
     """``rec`` of ``y / factor`` in the units of ``y``: samples and mean × factor, DRUSvar × factor^(1/β)."""
     samples = rec.samples.astype(np.float64) * factor
-    var = rec.var.astype(np.float64) * factor ** (1.0 / beta)  # p̂ = (Σ|ô − mean|² / (C − 1))^(1/(2β))
+    var = rec.var.astype(np.float64) * factor ** (1.0 / rec.sampler.beta)  # p̂ = (Σ|ô − mean|² / (C − 1))^(1/(2β))
     mean = rec.mean.astype(np.float64) * factor
     return Reconstruction(samples=_as_float32_if_exact_range(samples), mean=_as_float32_if_exact_range(mean),
                           var=_as_float32_if_exact_range(var), scale=rec.scale * factor, timings=rec.timings,
-                          scale_source=rec.scale_source, sigma0_sampler=rec.sigma0_sampler * factor)
+                          scale_source=rec.scale_source, sigma0_sampler=rec.sigma0_sampler * factor, sampler=rec.sampler)
 
 
 def deno(image, *, sigma0: float, model: torch.nn.Module, **kwargs) -> Reconstruction:
@@ -228,11 +227,13 @@ def deno(image, *, sigma0: float, model: torch.nn.Module, **kwargs) -> Reconstru
 
     ``image`` is a signed beamformed image ``[n_z, n_x]`` (e.g. DAS RF or the ``by_deno`` files,
     normalised to max 1) and ``sigma0`` its noise std in the same units. Keyword arguments as
-    :func:`reconstruct`; ``.mean`` is DENOmean.
+    :func:`reconstruct`; ``.mean`` is DENOmean. The sampler's ``prior_fraction`` is set to 0: with
+    ``A = I`` every component has the same singular value, so there is no split to choose.
     """
     from .operators import Identity
 
     image = np.asarray(image)
     if image.ndim != 2:
         raise ValueError(f"image must be 2-D [n_z, n_x], got shape {image.shape}")
-    return reconstruct(Identity(image.shape), image, sigma0=sigma0, model=model, **kwargs)
+    sampler = kwargs.pop("sampler", SamplerConfig()).replace(prior_fraction=0.0)
+    return reconstruct(Identity(image.shape), image, sigma0=sigma0, model=model, sampler=sampler, **kwargs)
