@@ -7,7 +7,7 @@
 
 ``--bh`` adds the plane-wave operator ``BH`` (By on the 256² PICMUS grid, unknowns on the benchmark grid;
 with ``--square`` By on the benchmark grid too), exactly decomposed
-(:func:`drus.picmus.picmus_operator`; square at 256²); it is loaded from the cache and computed first when
+(:func:`drus.datasets.picmus.picmus_operator`; square at 256²); it is loaded from the cache and computed first when
 missing (minutes at 128², ≈ 1.5 h on 2 CPU cores at 256²: run ``drus decompose`` beforehand).
 
 Uses the shipped default prior's architecture with random weights (timing does not depend on them).
@@ -21,11 +21,11 @@ import platform
 
 import torch
 
-from drus.ddrm import ddrm_sample
-from drus.geometry import paper_grid
-from drus.operators import Identity, SeparableBlur
-from drus.train import DEFAULT_PRIOR_MODEL
-from drus.unet import UNet, UNetConfig
+from drus.sampling.ddrm import ddrm_sample
+from drus.physics.geometry import paper_grid
+from drus.physics.operators import Identity, SeparableBlur
+from drus.training.train import DEFAULT_PRIOR_MODEL
+from drus.models.unet import UNet, UNetConfig
 
 
 def main() -> None:
@@ -52,8 +52,8 @@ def main() -> None:
     print("|---|---|---|---|---|")
     operators = [("identity (DENO)", Identity(grid.shape)), ("separable blur", SeparableBlur.paper(grid))]
     if args.bh:
-        from drus.geometry import picmus
-        from drus.picmus import picmus_operator
+        from drus.physics.geometry import picmus
+        from drus.datasets.picmus import picmus_operator
 
         m = n if args.square else 256
         _, bh = picmus_operator(n, geometry=picmus(m), compute_dtype=args.compute_dtype, device=dev)

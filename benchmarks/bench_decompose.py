@@ -23,7 +23,7 @@ bases, and the same seed then draws different (equally distributed) samples.
 Part 3, products: what one DDRM step multiplies, ``h @ W`` (Vᵀ) and ``c @ Wᵀ`` (V) for C = 10 rows
 against one flip block's float32 vectors, at the shapes of the 128² basis (8 192²) and of the 256²
 projector (32 768 × 13 100), random ``W``: torch's CPU GEMM, numpy's (OpenBLAS), and the route
-``SpectralBlock`` takes (:func:`drus.decompose._cpu_mm`). Milliseconds, best of 5.
+``SpectralBlock`` takes (:func:`drus.physics.decompose._cpu_mm`). Milliseconds, best of 5.
 """
 
 from __future__ import annotations
@@ -66,13 +66,13 @@ def eigensolvers(n: int) -> None:
 
 
 def images(size: int, n_samples: int = 10, n_steps: int = 50) -> None:
-    from drus.beamform import MatchedFilterBeamformer
-    from drus.decompose import DecomposedBH, SpectralBlock, decompose_bh, operator_error
-    from drus.geometry import picmus
-    from drus.metrics import contrast_metrics
-    from drus.phantoms import occlusion_disks, occlusion_phantom, speckle
-    from drus.config import SamplerConfig
-    from drus.reconstruct import load_prior, reconstruct
+    from drus.physics.beamform import MatchedFilterBeamformer
+    from drus.physics.decompose import DecomposedBH, SpectralBlock, decompose_bh, operator_error
+    from drus.physics.geometry import picmus
+    from drus.evaluation.metrics import contrast_metrics
+    from drus.physics.phantoms import occlusion_disks, occlusion_phantom, speckle
+    from drus.sampling.config import SamplerConfig
+    from drus.sampling.reconstruct import load_prior, reconstruct
 
     probe, wave, grid = picmus(size)
     bf = MatchedFilterBeamformer(probe, wave, grid)
@@ -127,7 +127,7 @@ def images(size: int, n_samples: int = 10, n_steps: int = 50) -> None:
 
 
 def products(quick: bool) -> None:
-    from drus.decompose import _cpu_mm
+    from drus.physics.decompose import _cpu_mm
 
     shapes = [(8192, 8192)] if quick else [(8192, 8192), (32768, 13100)]
 

@@ -20,8 +20,8 @@ import time
 def one(n: int) -> dict:
     import numpy as np
 
-    from drus.beamform import MatchedFilterBeamformer
-    from drus.geometry import picmus
+    from drus.physics.beamform import MatchedFilterBeamformer
+    from drus.physics.geometry import picmus
 
     probe, wave, grid = picmus(n)
     bf = MatchedFilterBeamformer(probe, wave, grid)

@@ -3,7 +3,7 @@
 
 Each row draws C DDRM samples for one observation with the 128² rectangular ``BH`` (By on 256²,
 unknowns on 128²) and scores every estimator from the same samples: DRUSmean, the paper's exact
-DRUSvar (eq. (6)), and the pooled DRUSvar (:func:`drus.estimators.drus_var_pooled`). Samples are
+DRUSvar (eq. (6)), and the pooled DRUSvar (:func:`drus.sampling.estimators.drus_var_pooled`). Samples are
 saved per row under ``--out`` so that a rerun skips finished rows (resumable) and new estimators can
 be scored without resampling.
 
@@ -26,14 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from drus.beamform import MatchedFilterBeamformer
-from drus.config import SamplerConfig
-from drus.estimators import drus_mean, drus_var, drus_var_pooled
-from drus.geometry import picmus
-from drus.phantoms import add_noise, occlusion_disks, occlusion_phantom, speckle
-from drus.noise import estimate_sigma0, residual_sigma0
-from drus.picmus import depth_gain, load_picmus_inputs, points_in_view, method_envelope, picmus_operator, score_image
-from drus.reconstruct import load_prior, reconstruct
+from drus.physics.beamform import MatchedFilterBeamformer
+from drus.sampling.config import SamplerConfig
+from drus.sampling.estimators import drus_mean, drus_var, drus_var_pooled
+from drus.physics.geometry import picmus
+from drus.physics.phantoms import add_noise, occlusion_disks, occlusion_phantom, speckle
+from drus.sampling.noise import estimate_sigma0, residual_sigma0
+from drus.datasets.picmus import depth_gain, load_picmus_inputs, points_in_view, method_envelope, picmus_operator, score_image
+from drus.sampling.reconstruct import load_prior, reconstruct
 
 
 def simulate_by_variant(phantom, bf, *, ramp: bool, noise: float, seed: int = 7, factor: float = 30.0):
@@ -85,8 +85,8 @@ def draw(labels, out: Path, grid, name: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from drus.beamform import envelope
-    from drus.metrics import to_db
+    from drus.physics.beamform import envelope
+    from drus.evaluation.metrics import to_db
 
     ext = [grid.x_axis[0] * 1e3, grid.x_axis[-1] * 1e3, grid.z_axis[-1] * 1e3, grid.z_axis[0] * 1e3]
     fig, axes = plt.subplots(len(labels), 3, figsize=(9, 3.1 * len(labels)), squeeze=False)
@@ -214,7 +214,7 @@ def main():
             if mode[0] == "frac-weak":  # the validation sweep's noise estimate: RMS of the least-seen tenth
                 sigma0, _ = weak_component_sigma0(op, torch.as_tensor(by))
                 source = f"least-seen tenth, reg f={mode[1]}"
-            else:  # what drus ships: drus.noise.estimate_sigma0
+            else:  # what drus ships: drus.sampling.noise.estimate_sigma0
                 sigma0, _ = estimate_sigma0(op, by)
                 source = f"spectral fit, reg f={mode[1]}"
             opts["prior_fraction"] = mode[1]

@@ -5,7 +5,7 @@ Usage (after ``drus reconstruct RFdata1.mat --method drus-var ... --out OUT``)::
     python benchmarks/gammex_drus.py OUT/RFdata1_drus-var.hdf5 --out docs/results/gammex_drus
 
 Finds the N brightest isolated wires on a fine (0.05 mm) 7-angle DAS image of the reconstruction's
-field of view and measures their −6 dB axial and lateral FWHM (drus.metrics.resolution_metrics) on:
+field of view and measures their −6 dB axial and lateral FWHM (drus.evaluation.metrics.resolution_metrics) on:
 DAS 1 PW and DAS 7 angles at 0.05 mm pixels, and DAS 1 PW, DRUSmean and DRUSvar on the
 reconstruction grid. "DAS 1 PW" is the transmit DRUS reconstructed (its ``angle_deg``). Writes a PNG
 (DAS 1 PW, DAS 7 angles, DRUSmean, DRUSvar) and a JSON.
@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from drus.acquisition import Acquisition
-from drus.beamform import das, envelope
-from drus.geometry import ImageGrid
-from drus.io import load_images_hdf5, read_channel_data
-from drus.metrics import find_point_targets, resolution_metrics, to_db
-from drus.picmus import method_envelope
+from drus.datasets.acquisition import Acquisition
+from drus.physics.beamform import das, envelope
+from drus.physics.geometry import ImageGrid
+from drus.datasets.io import load_images_hdf5, read_channel_data
+from drus.evaluation.metrics import find_point_targets, resolution_metrics, to_db
+from drus.datasets.picmus import method_envelope
 from drus.plotting import save_bmode_figure
 
 

@@ -1,8 +1,8 @@
-"""σ0 estimated from the DRUS By files (drus.noise.estimate_sigma0) against the paper's σ0.
+"""σ0 estimated from the DRUS By files (drus.sampling.noise.estimate_sigma0) against the paper's σ0.
 
 Usage: ``python benchmarks/sigma0_picmus.py [--unknown-size 128]``. Uses the PICMUS operator of
 ``drus reconstruct`` / ``drus evaluate picmus`` (By on 256², unknowns on N², decomposed and cached by
-:func:`drus.picmus.picmus_operator`) and the four ``by_drus`` files of the reference data, plus a
+:func:`drus.datasets.picmus.picmus_operator`) and the four ``by_drus`` files of the reference data, plus a
 copy of one of them under another name (what a user's By file looks like to ``drus reconstruct``).
 """
 
@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from drus.io import read_drus_by
-from drus.noise import estimate_sigma0
-from drus.picmus import PICMUS_SETS, picmus_operator, reference_data_dir
+from drus.datasets.io import read_drus_by
+from drus.sampling.noise import estimate_sigma0
+from drus.datasets.picmus import PICMUS_SETS, picmus_operator, reference_data_dir
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from drus.geometry import ImageGrid, LinearProbe, PlaneWave
+from drus.physics.geometry import ImageGrid, LinearProbe, PlaneWave
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

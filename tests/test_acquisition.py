@@ -1,4 +1,4 @@
-"""Any plane-wave acquisition (drus.acquisition): readers, steered-wave physics, grid, cost, end to end.
+"""Any plane-wave acquisition (drus.datasets.acquisition): readers, steered-wave physics, grid, cost, end to end.
 
 Tiny geometries (8–16 elements, ≤ 24 × 24 unknowns); the shared Gammex and Field II files are read
 when present (skipped otherwise).
@@ -14,7 +14,7 @@ import pytest
 import scipy.io
 import torch
 
-from drus.acquisition import (
+from drus.datasets.acquisition import (
     Acquisition,
     decomposition_cost,
     check_memory,
@@ -22,12 +22,12 @@ from drus.acquisition import (
     read_acquisition,
     write_acquisition,
 )
-from drus.beamform import MatchedFilterBeamformer
-from drus.decompose import cache_key, decompose_bh, operator_error
-from drus.forward import PlaneWaveModel, first_firing_time, receive_delay, steered_plane_wave_delay
-from drus.geometry import ImageGrid, LinearProbe, PlaneWave
-from drus.io import ChannelData, DataFileError, write_ustb_channel_data
-from drus.pulse import estimate_spectrum, gaussian_pulse
+from drus.physics.beamform import MatchedFilterBeamformer
+from drus.physics.decompose import cache_key, decompose_bh, operator_error
+from drus.physics.forward import PlaneWaveModel, first_firing_time, receive_delay, steered_plane_wave_delay
+from drus.physics.geometry import ImageGrid, LinearProbe, PlaneWave
+from drus.datasets.io import ChannelData, DataFileError, write_ustb_channel_data
+from drus.physics.pulse import estimate_spectrum, gaussian_pulse
 
 FS, C = 20.832e6, 1540.0
 
@@ -311,8 +311,8 @@ def test_reconstruct_a_small_simulated_acquisition(tmp_path):
     from click.testing import CliRunner
 
     from drus.cli import main
-    from drus.io import load_images_hdf5
-    from drus.phantoms import speckle
+    from drus.datasets.io import load_images_hdf5
+    from drus.physics.phantoms import speckle
 
     theta = math.radians(-1.5)
     probe = LinearProbe(16, 0.3e-3, 5.2e6, 0.6)
@@ -356,9 +356,9 @@ def test_by_file_of_an_unknown_acquisition_gets_sigma0_from_the_data(reference_d
     from click.testing import CliRunner
 
     from drus.cli import main
-    from drus.io import load_images_hdf5, read_drus_by
-    from drus.noise import estimate_sigma0
-    from drus.picmus import picmus_operator
+    from drus.datasets.io import load_images_hdf5, read_drus_by
+    from drus.sampling.noise import estimate_sigma0
+    from drus.datasets.picmus import picmus_operator
 
     copy = tmp_path / "my_scan.mat"
     shutil.copy(reference_data / "picmus" / "by_drus" / "simu_cont.mat", copy)

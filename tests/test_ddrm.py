@@ -33,11 +33,11 @@ import numpy as np
 import pytest
 import torch
 
-from drus.ddrm import DDRMResult, ddrm_sample
-from drus.operators import (
+from drus.sampling.ddrm import DDRMResult, ddrm_sample
+from drus.physics.operators import (
     Identity, SeparableBlur, SVDOperator, canonical_svd, gaussian_kernel, modulated_gaussian_kernel,
 )
-from drus.schedule import NoiseSchedule
+from drus.sampling.schedule import NoiseSchedule
 
 SCHEDULE = NoiseSchedule()
 
@@ -474,7 +474,7 @@ def test_golden_separable_blur():
     Values computed once with this implementation (torch 2.13, CPU; recomputed when the problem moved to
     a non-degenerate spectrum, 2026-12-02), and meant to hold with OpenBLAS's
     Haswell, Zen, Nehalem and Prescott kernels (the blur's SVD signs are canonical,
-    :func:`drus.operators.canonical_svd`); any change to the algorithm, the schedule, the order of
+    :func:`drus.physics.operators.canonical_svd`); any change to the algorithm, the schedule, the order of
     random draws or the operator moves them.
     """
     op, y = blur_problem()

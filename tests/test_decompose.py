@@ -1,4 +1,4 @@
-"""The exact, cached decomposition of ``BH`` (:mod:`drus.decompose`; docs/decomposition.md).
+"""The exact, cached decomposition of ``BH`` (:mod:`drus.physics.decompose`; docs/decomposition.md).
 
 References: a dense ``BH`` formed column by column from the sparse ``B (H e_i)`` and its numpy SVD
 (float64), on tiny symmetric grids with the 8-element probe of ``conftest.py``.
@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-import drus.decompose as dec
-from drus.beamform import MatchedFilterBeamformer
-from drus.ddrm import ddrm_sample
-from drus.decompose import DecomposedBH, FlipSplit, cache_key, decompose_bh, flip_block, operator_error
-from drus.geometry import ImageGrid, LinearProbe, PlaneWave
+import drus.physics.decompose as dec
+from drus.physics.beamform import MatchedFilterBeamformer
+from drus.sampling.ddrm import ddrm_sample
+from drus.physics.decompose import DecomposedBH, FlipSplit, cache_key, decompose_bh, flip_block, operator_error
+from drus.physics.geometry import ImageGrid, LinearProbe, PlaneWave
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -211,7 +211,7 @@ def test_ddrm_law_is_the_same_with_an_implicit_complement():
     Measured: largest z ≈ 2.7. Mutation check: dropping the projection in ``V`` (``V [a, r] = W a + r``)
     gives z > 400.
     """
-    from drus.schedule import NoiseSchedule
+    from drus.sampling.schedule import NoiseSchedule
 
     bf = beamformer(symmetric_grid(n_z=4, n_x=4, half_width=0.45e-3))
     n = bf.grid.size
@@ -514,7 +514,7 @@ def test_eigensolver_falls_back_to_mrrr_when_divide_and_conquer_does_not_fit(mon
     assert dec._ilp64_syevd(np.float64) is not None  # numpy ≥ 2 wheels bundle a 64-bit-integer OpenBLAS
     for memory, driver in [(2**40, "syevd"), (1000, "syevr")]:
         monkeypatch.setattr(dec, "_available_memory", lambda memory=memory: memory)
-        with caplog.at_level("INFO", logger="drus.decompose"):
+        with caplog.at_level("INFO", logger="drus.physics.decompose"):
             s, v = dec._eigh_gram(np.triu(gram).copy(order="F"), device=torch.device("cpu"), upper=True)
         assert driver in caplog.text
         caplog.clear()
@@ -560,7 +560,7 @@ def test_eigh_falls_back_to_the_host_when_the_device_solver_fails(monkeypatch):
     to the host's LAPACK route, with a warning, and V comes back on the device."""
     import warnings
 
-    from drus.decompose import _eigh_gram
+    from drus.physics.decompose import _eigh_gram
 
     rng = np.random.default_rng(0)
     a = rng.standard_normal((40, 24))

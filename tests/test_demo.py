@@ -10,10 +10,10 @@ from click.testing import CliRunner
 
 from drus.cli import main
 from drus.defaults import PRIOR_FRACTION
-from drus.demo import DEMO_FILES, PW_CYSTS
-from drus.estimators import drus_var, drus_var_pooled
-from drus.io import load_images_hdf5, read_ustb_channel_data
-from drus.reconstruct import default_prior_path
+from drus.pipelines.demo import DEMO_FILES, PW_CYSTS
+from drus.sampling.estimators import drus_var, drus_var_pooled
+from drus.datasets.io import load_images_hdf5, read_ustb_channel_data
+from drus.sampling.reconstruct import default_prior_path
 
 needs_prior = pytest.mark.skipif(not default_prior_path().exists(), reason="no shipped prior")
 
@@ -83,21 +83,21 @@ def test_plane_wave_panel_runs_drus_with_the_decomposed_bh_of_the_written_file(t
 
     import torch
 
-    import drus.decompose
-    import drus.reconstruct
-    from drus.acquisition import default_grid, read_acquisition
-    from drus.decompose import DecomposedBH, cache_key
-    from drus.demo import PW_X_RANGE, PW_X_RANGE_MM, PW_Z_RANGE, PW_Z_RANGE_MM, plane_wave_panel
-    from drus.reconstruct import load_prior
+    import drus.physics.decompose
+    import drus.sampling.reconstruct
+    from drus.datasets.acquisition import default_grid, read_acquisition
+    from drus.physics.decompose import DecomposedBH, cache_key
+    from drus.pipelines.demo import PW_X_RANGE, PW_X_RANGE_MM, PW_Z_RANGE, PW_Z_RANGE_MM, plane_wave_panel
+    from drus.sampling.reconstruct import load_prior
 
     seen = {}
-    real_reconstruct = drus.reconstruct.reconstruct
+    real_reconstruct = drus.sampling.reconstruct.reconstruct
 
     def spy(operator, y, **kw):
         seen["operator"], seen["y"], seen["kw"] = operator, y, kw
         return real_reconstruct(operator, y, **kw)
 
-    monkeypatch.setattr(drus.reconstruct, "reconstruct", spy)
+    monkeypatch.setattr(drus.sampling.reconstruct, "reconstruct", spy)
     part, files, res, _ = plane_wave_panel(tmp_path, model=load_prior(None), n_samples=2, n_steps=3, size=32,
                                            cache_dir=tmp_path / "cache", progress=False)
     op = seen["operator"]
@@ -134,9 +134,9 @@ def test_plane_wave_panel_runs_drus_with_the_decomposed_bh_of_the_written_file(t
 
 
 def test_beamform_command_on_a_synthetic_file(tmp_path):
-    from drus.geometry import ImageGrid, picmus
-    from drus.forward import PlaneWaveModel
-    from drus.io import ChannelData, write_ustb_channel_data
+    from drus.physics.geometry import ImageGrid, picmus
+    from drus.physics.forward import PlaneWaveModel
+    from drus.datasets.io import ChannelData, write_ustb_channel_data
 
     probe, wave, _ = picmus(8)
     grid = ImageGrid.from_extent(x_min=-5e-3, x_max=5e-3, z_min=10e-3, z_max=20e-3, n_x=51, n_z=51)

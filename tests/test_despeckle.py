@@ -1,4 +1,4 @@
-"""ADMSS (drus.despeckle) on synthetic speckle, its input checks, and ``drus despeckle``."""
+"""ADMSS (drus.evaluation.despeckle) on synthetic speckle, its input checks, and ``drus despeckle``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.ndimage as ndi
 
-from drus.despeckle import admss, amplitude_of, fit_gamma_mixture
+from drus.evaluation.despeckle import admss, amplitude_of, fit_gamma_mixture
 
 N = 128
 EDGE = N // 2 - 0.5  # the step lies between columns 63 and 64
@@ -143,8 +143,8 @@ def test_cli_despeckle(tmp_path):
     from click.testing import CliRunner
 
     from drus.cli import main
-    from drus.geometry import paper_grid
-    from drus.io import load_images_hdf5, save_images_hdf5
+    from drus.physics.geometry import paper_grid
+    from drus.datasets.io import load_images_hdf5, save_images_hdf5
 
     env = speckle_step(5)[:64, 32:96]
     grid = paper_grid(64)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from drus.estimators import Estimates, bmode_db, drus_mean, drus_var, estimate
+from drus.sampling.estimators import Estimates, bmode_db, drus_mean, drus_var, estimate
 
 
 def two_level_samples(mean: np.ndarray, half_spread: np.ndarray) -> np.ndarray:
@@ -110,7 +110,7 @@ def test_bmode_db():
 def test_pooled_variance_gains_the_closed_form_snr():
     """i.i.d. N(0, σ²) samples: the per-pixel variance of C samples is σ²·χ²_{C−1}/(C−1), relative std
     √(2/(C−1)); pooling a w × w window of independent pixels divides it by w."""
-    from drus.estimators import drus_var_pooled
+    from drus.sampling.estimators import drus_var_pooled
 
     rng = np.random.default_rng(0)
     C, w = 10, 3
@@ -130,8 +130,8 @@ def test_pooled_variance_gains_the_closed_form_snr():
 
 
 def test_pool_window_is_one_resolution_cell():
-    from drus.estimators import POOL_WIDTH, pool_window
-    from drus.geometry import paper_grid
+    from drus.sampling.estimators import POOL_WIDTH, pool_window
+    from drus.physics.geometry import paper_grid
 
     assert POOL_WIDTH == pytest.approx(0.85e-3)
     assert [pool_window(paper_grid(n)) for n in (64, 128, 256)] == [1, 3, 7]  # pitches 0.57, 0.28, 0.14 mm

@@ -1,4 +1,4 @@
-"""Readers and writers of drus.io: layouts, transpositions, validation, and the shipped data.
+"""Readers and writers of drus.datasets.io: layouts, transpositions, validation, and the shipped data.
 
 Synthetic files use known, position-coded patterns so that any swapped or reversed axis changes
 the values. The ``realdata`` tests read ``$DRUS_REFERENCE_DATA`` (default ``../shared/data``, see
@@ -17,8 +17,8 @@ import pytest
 import scipy.io
 from scipy.signal import hilbert
 
-from drus.geometry import ImageGrid
-from drus.io import (
+from drus.physics.geometry import ImageGrid
+from drus.datasets.io import (
     ChannelData,
     DataFileError,
     load_images_hdf5,

@@ -1,4 +1,4 @@
-"""Tests for drus.metrics against closed forms: gCNR of Gaussians, FWHM of Gaussian PSFs, Rayleigh SNR."""
+"""Tests for drus.evaluation.metrics against closed forms: gCNR of Gaussians, FWHM of Gaussian PSFs, Rayleigh SNR."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from drus.geometry import ImageGrid, paper_grid
-from drus.metrics import (
+from drus.physics.geometry import ImageGrid, paper_grid
+from drus.evaluation.metrics import (
     FWHM,
     box_mask,
     cnr,
@@ -25,7 +25,7 @@ from drus.metrics import (
     snr,
     to_db,
 )
-from drus.phantoms import Box, Disk, occlusion_disks, occlusion_phantom, scatterer_points, speckle
+from drus.physics.phantoms import Box, Disk, occlusion_disks, occlusion_phantom, scatterer_points, speckle
 
 RAYLEIGH_SNR = math.sqrt(math.pi / (4 - math.pi))  # ≈ 1.913, envelope of circular complex Gaussian speckle
 HALF_NORMAL_SNR = math.sqrt(2 / math.pi) / math.sqrt(1 - 2 / math.pi)  # ≈ 1.324, |N(0, σ²)|

@@ -1,4 +1,4 @@
-"""σ0 from the observation (drus.noise): accuracy on simulations with known noise, tiny geometries.
+"""σ0 from the observation (drus.sampling.noise): accuracy on simulations with known noise, tiny geometries.
 
 ``y = BH o + σ0 z`` with white speckle ``o`` and white ``z`` (DDRM's noise model), σ0 spanning two
 decades of SNR; the estimate must be within ±20 % of the true σ0 for every realisation.
@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from drus.beamform import MatchedFilterBeamformer
-from drus.decompose import decompose_bh
-from drus.geometry import ImageGrid, LinearProbe, PlaneWave
-from drus.noise import MIN_RESIDUAL_DOF, estimate_sigma0, residual_sigma0
-from drus.operators import SeparableBlur, gaussian_kernel
+from drus.physics.beamform import MatchedFilterBeamformer
+from drus.physics.decompose import decompose_bh
+from drus.physics.geometry import ImageGrid, LinearProbe, PlaneWave
+from drus.sampling.noise import MIN_RESIDUAL_DOF, estimate_sigma0, residual_sigma0
+from drus.physics.operators import SeparableBlur, gaussian_kernel
 
 PROBE = LinearProbe(16, 0.3e-3, 5.208e6, 0.67)
 WAVE = PlaneWave(20.832e6, 1540.0)
@@ -120,8 +120,8 @@ def test_bad_observations_are_refused(rectangular):
 @pytest.mark.parametrize("sigma_n", (0.01, 0.1))
 def test_channel_noise_from_the_band_above_the_pulse(sigma_n):
     """Simulated echoes + white channel noise of known std: σn within ±10 %, RMS of B n within ±20 %."""
-    from drus.noise import channel_noise, channel_noise_in_by
-    from drus.pulse import gaussian_pulse
+    from drus.sampling.noise import channel_noise, channel_noise_in_by
+    from drus.physics.pulse import gaussian_pulse
 
     # a 4 MHz, 50 % pulse sampled at 20.8 MHz: 7–9.9 MHz is noise only (the PICMUS pulse at fs = 4 f0 has no such band)
     pulse = gaussian_pulse(center_frequency=4e6, bandwidth=0.5, sampling_frequency=20.832e6)
@@ -137,7 +137,7 @@ def test_channel_noise_from_the_band_above_the_pulse(sigma_n):
 
 
 def test_channel_noise_needs_a_band_above_the_pulse():
-    from drus.noise import channel_noise
+    from drus.sampling.noise import channel_noise
 
     y = np.random.default_rng(0).standard_normal((400, 4))
     with pytest.raises(ValueError, match="no noise-only band"):  # PICMUS: fs = 4 f0

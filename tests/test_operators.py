@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from drus.beamform import MatchedFilterBeamformer
-from drus.geometry import paper_grid
-from drus.operators import (
+from drus.physics.beamform import MatchedFilterBeamformer
+from drus.physics.geometry import paper_grid
+from drus.physics.operators import (
     Identity,
     SeparableBlur,
     canonical_svd,
@@ -31,7 +31,7 @@ def _identity(dtype):
 
 
 def _bh(dtype, tiny=None):
-    from drus.geometry import ImageGrid, LinearProbe, PlaneWave
+    from drus.physics.geometry import ImageGrid, LinearProbe, PlaneWave
 
     probe = LinearProbe(8, 0.3e-3, 5.208e6, 0.67)
     grid = ImageGrid.from_extent(x_min=-0.6e-3, x_max=0.6e-3, z_min=5e-3, z_max=6e-3, n_x=6, n_z=5)
@@ -40,9 +40,9 @@ def _bh(dtype, tiny=None):
 
 
 def _decomposed_bh(dtype, threshold=1e-3):
-    """The exact decomposition of a tiny rectangular BH (drus.decompose), thresholded at 1e-3·s1."""
-    from drus.decompose import decompose_bh
-    from drus.geometry import ImageGrid, LinearProbe, PlaneWave
+    """The exact decomposition of a tiny rectangular BH (drus.physics.decompose), thresholded at 1e-3·s1."""
+    from drus.physics.decompose import decompose_bh
+    from drus.physics.geometry import ImageGrid, LinearProbe, PlaneWave
 
     probe = LinearProbe(8, 0.3e-3, 5.208e6, 0.67)
     grid = ImageGrid.from_extent(x_min=-0.6e-3, x_max=0.6e-3, z_min=5e-3, z_max=6.4e-3, n_x=6, n_z=8)

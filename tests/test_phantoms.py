@@ -1,4 +1,4 @@
-"""Tests for drus.phantoms: paper phantoms, speckle and noise, random maps, PICMUS phantom files."""
+"""Tests for drus.physics.phantoms: paper phantoms, speckle and noise, random maps, PICMUS phantom files."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from conftest import reference_data_dir
 
-from drus.geometry import ImageGrid, paper_grid
-from drus.phantoms import (
+from drus.physics.geometry import ImageGrid, paper_grid
+from drus.physics.phantoms import (
     PICMUS_GROUP,
     Box,
     Disk,
@@ -278,7 +278,7 @@ def test_picmus_echogenicity_of_synthetic_file(tmp_path):
     p = ph.echogenicity(grid, smoothing=0.7e-3)
     assert p.shape == grid.shape and p.dtype == np.float32 and p.min() >= 0
     assert np.median(p) == pytest.approx(1.0, rel=1e-5)
-    from drus.metrics import disk_mask
+    from drus.evaluation.metrics import disk_mask
 
     inside = disk_mask(grid, 0.0, 15e-3, 2e-3)
     outside = ~disk_mask(grid, 0.0, 15e-3, 4e-3)

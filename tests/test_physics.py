@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from drus.beamform import MatchedFilterBeamformer, bmode, das, envelope, log_compress, receive_apodization, tukey
-from drus.forward import PlaneWaveModel, receive_delay, transmit_delay
-from drus.geometry import ImageGrid, LinearProbe, PlaneWave, paper_grid, picmus
-from drus.pulse import gaussian_windowed_cosine, picmus_pulse
+from drus.physics.beamform import MatchedFilterBeamformer, bmode, das, envelope, log_compress, receive_apodization, tukey
+from drus.physics.forward import PlaneWaveModel, receive_delay, transmit_delay
+from drus.physics.geometry import ImageGrid, LinearProbe, PlaneWave, paper_grid, picmus
+from drus.physics.pulse import gaussian_windowed_cosine, picmus_pulse
 
 
 # --- pulse ----------------------------------------------------------------------------------------
@@ -196,7 +196,7 @@ def test_log_compression():
 # --- independent simulator ------------------------------------------------------------------------
 def test_pymust_agrees_on_time_of_flight():
     pytest.importorskip("pymust")
-    from drus.simulate import simulate_pymust
+    from drus.physics.simulate import simulate_pymust
 
     probe, wave, _ = picmus(8)
     x0, z0 = 3e-3, 25e-3
@@ -254,7 +254,7 @@ def test_rectangular_BH_unknowns_on_a_coarser_grid(tiny_probe, tiny_wave):
 
 
 def test_simulate_channel_data_adds_noise_relative_to_the_peak(tiny_probe, tiny_wave, tiny_grid):
-    from drus.simulate import simulate_channel_data
+    from drus.physics.simulate import simulate_channel_data
 
     model = PlaneWaveModel(tiny_probe, tiny_wave, tiny_grid)
     o = np.random.default_rng(0).standard_normal(tiny_grid.shape)

@@ -1,4 +1,4 @@
-"""PICMUS evaluation (paper Table I; :mod:`drus.picmus`) and ``drus reconstruct``.
+"""PICMUS evaluation (paper Table I; :mod:`drus.datasets.picmus`) and ``drus reconstruct``.
 
 The evaluation runs end to end on a FAKE reference-data folder written in ``tmp_path`` in the real
 layouts (``by_drus``/``by_deno`` ``.mat``, USTB DAS references, PICMUS phantom HDF5) on the paper's
@@ -17,12 +17,12 @@ import scipy.io
 import torch
 from click.testing import CliRunner
 
-from drus.config import SamplerConfig
-from drus.beamform import MatchedFilterBeamformer, envelope
+from drus.sampling.config import SamplerConfig
+from drus.physics.beamform import MatchedFilterBeamformer, envelope
 from drus.cli import main
-from drus.geometry import paper_grid, picmus
-from drus.io import ChannelData, load_images_hdf5, write_ustb_channel_data
-from drus.picmus import (
+from drus.physics.geometry import paper_grid, picmus
+from drus.datasets.io import ChannelData, load_images_hdf5, write_ustb_channel_data
+from drus.datasets.picmus import (
     METHODS,
     PAPER_TABLE_I,
     PICMUS_SETS,
@@ -108,7 +108,7 @@ def fake(tmp_path_factory):
 
 
 def tiny_unet():
-    from drus.unet import UNet, UNetConfig
+    from drus.models.unet import UNet, UNetConfig
 
     cfg = UNetConfig.from_dict({**UNetConfig.small().to_dict(), "model_channels": 8, "channel_mult": (1, 2),
                                 "attention_resolutions": (), "num_groups": 4, "num_head_channels": 8})
@@ -195,7 +195,7 @@ def test_channel_data_to_by_matches_the_by_preprocessing():
     cd = ChannelData(data=y[None], angles=np.zeros(1), sampling_frequency=wave.sampling_frequency,
                      modulation_frequency=0.0, initial_time=np.array([wave.t0]), sound_speed=wave.sound_speed,
                      element_positions=np.stack([probe.element_x, 0 * probe.element_x, 0 * probe.element_x], 1))
-    from drus.picmus import depth_gain
+    from drus.datasets.picmus import depth_gain
 
     g = y * depth_gain(y.shape[0])[:, None]
     expected = bf.beamform(g / np.abs(g).max() * 30)
@@ -256,7 +256,7 @@ def test_cli_reconstruct_das_writes_png_hdf5_and_metrics(tmp_path):
 
 def test_cli_reconstruct_reads_channel_data(tmp_path, monkeypatch):
     """A USTB channel-data file goes through channel_data_to_by (here on a 32² grid, ``das``)."""
-    import drus.geometry
+    import drus.physics.geometry
 
     probe, wave, grid = picmus(MEAS)
     bf = MatchedFilterBeamformer(probe, wave, grid)
@@ -265,7 +265,7 @@ def test_cli_reconstruct_reads_channel_data(tmp_path, monkeypatch):
         data=y[None], angles=np.zeros(1), sampling_frequency=wave.sampling_frequency, modulation_frequency=0.0,
         initial_time=np.array([wave.t0]), sound_speed=wave.sound_speed,
         element_positions=np.stack([probe.element_x, 0 * probe.element_x, 0 * probe.element_x], 1)))
-    monkeypatch.setattr(drus.geometry, "picmus", lambda n=256: (probe, wave, grid))
+    monkeypatch.setattr(drus.physics.geometry, "picmus", lambda n=256: (probe, wave, grid))
     r = _invoke("reconstruct", path, "--method", "das", "--out", tmp_path / "o")
     assert r.exit_code == 0, r.output
     assert "simu_cont (inferred" in r.output
@@ -293,7 +293,7 @@ def test_real_picmus_files_parse_into_the_paper_grids(reference_data):
         if ds.kind == "contrast":
             assert len(inp.phantom.speckle_boxes()) in (3, 4)
         # ROIs are inside the field of view: the metrics can be computed on the 75-PW reference
-        from drus.picmus import score_image
+        from drus.datasets.picmus import score_image
 
         scores = score_image(np.abs(das.frame_for(75)), das.grid, cysts=cysts,
                              speckle_rois=inp.phantom.speckle_boxes() or None, points=points)
@@ -302,13 +302,13 @@ def test_real_picmus_files_parse_into_the_paper_grids(reference_data):
 
 def test_cli_evaluate_picmus_prints_the_table(fake, tmp_path, monkeypatch):
     """``drus evaluate picmus`` end to end on the fake folder (the PICMUS geometry patched to 32²)."""
-    import drus.geometry
-    from drus.checkpoint import save_checkpoint
+    import drus.physics.geometry
+    from drus.models.checkpoint import save_checkpoint
 
     root, geometry, _ = fake
     net = tiny_unet()
     prior = save_checkpoint(net, net.config, tmp_path / "prior.safetensors")
-    monkeypatch.setattr(drus.geometry, "picmus", lambda n=256: geometry)
+    monkeypatch.setattr(drus.physics.geometry, "picmus", lambda n=256: geometry)
     out = tmp_path / "res"
     r = _invoke("evaluate", "picmus", "--sets", "expe_cont,expe_reso", "--unknown-size", UNKNOWN, "--samples", 2,
                 "--steps", 1, "--prior", prior, "--data", root, "--cache-dir", root / "cache", "--out", out,
@@ -320,13 +320,13 @@ def test_cli_evaluate_picmus_prints_the_table(fake, tmp_path, monkeypatch):
 
 def test_cli_reconstruct_drus_var_end_to_end(fake, tmp_path, monkeypatch):
     """``--method drus-var`` on a (fake, 32²) By file: σ0 from the inferred set, samples, PNGs, metrics."""
-    import drus.geometry
-    from drus.checkpoint import save_checkpoint
+    import drus.physics.geometry
+    from drus.models.checkpoint import save_checkpoint
 
     root, geometry, _ = fake
     net = tiny_unet()
     prior = save_checkpoint(net, net.config, tmp_path / "prior.safetensors")
-    monkeypatch.setattr(drus.geometry, "picmus", lambda n=256: geometry)
+    monkeypatch.setattr(drus.physics.geometry, "picmus", lambda n=256: geometry)
     folder = root / "picmus"
     r = _invoke("reconstruct", folder / "by_drus" / "expe_cont.mat", "--method", "drus-var", "--unknown-size", UNKNOWN,
                 "--samples", 2, "--steps", 1, "--prior", prior, "--cache-dir", root / "cache", "--out", tmp_path / "o",
@@ -363,7 +363,7 @@ def test_real_das_references_reproduce_the_paper_das_columns(reference_data):
     0.78/0.72 (0.77/0.69; the fitted hyperechoic ROI), ER FWHM A 0.57/0.58 (0.54/0.56), L 0.58/0.89
     (0.56/0.87) mm. Tolerances: 0.06 (gCNR), 0.1 (SNR), 0.05 mm (FWHM).
     """
-    from drus.picmus import score_image
+    from drus.datasets.picmus import score_image
 
     tol = {"gcnr": 0.06, "snr": 0.1, "fwhm_axial_mm": 0.05, "fwhm_lateral_mm": 0.05}
     for name in ("expe_cont", "expe_reso"):

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from drus.config import SamplerConfig
-from drus.experiments import occlusion_study
-from drus.geometry import ImageGrid, paper_grid
-from drus.metrics import contrast_metrics, mean_std
-from drus.operators import SeparableBlur
-from drus.phantoms import add_noise, occlusion_disks, occlusion_phantom, speckle
-from drus.reconstruct import default_prior_path, load_prior, reconstruct
+from drus.sampling.config import SamplerConfig
+from drus.pipelines.experiments import occlusion_study
+from drus.physics.geometry import ImageGrid, paper_grid
+from drus.evaluation.metrics import contrast_metrics, mean_std
+from drus.physics.operators import SeparableBlur
+from drus.physics.phantoms import add_noise, occlusion_disks, occlusion_phantom, speckle
+from drus.sampling.reconstruct import default_prior_path, load_prior, reconstruct
 
 pytestmark = pytest.mark.skipif(not default_prior_path().exists(), reason="no shipped prior")
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from drus.data import TARGET_RMS, estimate_rms, prior_scale
-from drus.operators import Identity, SeparableBlur, gaussian_kernel, modulated_gaussian_kernel
-from drus.config import SamplerConfig
-from drus.reconstruct import load_prior, reconstruct
+from drus.training.data import TARGET_RMS, estimate_rms, prior_scale
+from drus.physics.operators import Identity, SeparableBlur, gaussian_kernel, modulated_gaussian_kernel
+from drus.sampling.config import SamplerConfig
+from drus.sampling.reconstruct import load_prior, reconstruct
 
 
 class WhiteGaussianDenoiser(torch.nn.Module):
@@ -17,7 +17,7 @@ class WhiteGaussianDenoiser(torch.nn.Module):
 
     def __init__(self, r: float = TARGET_RMS):
         super().__init__()
-        from drus.schedule import NoiseSchedule
+        from drus.sampling.schedule import NoiseSchedule
 
         self.r = r
         self.abar = torch.tensor(np.array(NoiseSchedule().alphas_cumprod), dtype=torch.float64)
@@ -61,7 +61,7 @@ def test_prior_scale_is_one_rule_with_a_noise_inclusive_fallback(caplog):
     assert source == "estimated" and scale == pytest.approx(estimate_rms(A, y, sigma0) / TARGET_RMS)
     # a stated σ0 above the observation's power per component cannot be its noise level
     big = 10 * float(y.pow(2).mean().sqrt()) * float(A.singular_values.max())
-    with caplog.at_level("WARNING", logger="drus.data"):
+    with caplog.at_level("WARNING", logger="drus.training.data"):
         scale2, source2 = prior_scale(A, y.numpy(), big)
     assert source2 == "noise-inclusive" and "noise-inclusive" in caplog.text
     assert scale2 == pytest.approx(estimate_rms(A, y, 0.0) / TARGET_RMS)
@@ -115,7 +115,7 @@ def test_missing_prior_says_what_to_do(tmp_path):
 
 
 def test_deno_is_the_identity_operator_case():
-    from drus.reconstruct import deno
+    from drus.sampling.reconstruct import deno
 
     g = np.random.default_rng(0)
     img = 0.3 * g.standard_normal((16, 24))
@@ -130,8 +130,8 @@ def test_deno_is_the_identity_operator_case():
 
 
 def test_reduced_precision_prior_stays_close_to_fp32(tmp_path):
-    from drus.checkpoint import save_checkpoint
-    from drus.unet import UNet, UNetConfig
+    from drus.models.checkpoint import save_checkpoint
+    from drus.models.unet import UNet, UNetConfig
 
     cfg = UNetConfig.from_dict({**UNetConfig.small().to_dict(), "model_channels": 8, "channel_mult": (1, 2),
                                 "attention_resolutions": (), "num_groups": 4, "num_head_channels": 8})
@@ -167,7 +167,7 @@ def test_sampler_config_defaults_are_the_papers_and_validate():
 
 
 def test_regularised_sigma0_is_the_stated_quantile_rule():
-    from drus.data import regularised_sigma0
+    from drus.training.data import regularised_sigma0
 
     A = _blur()
     s = A.singular_values[A.singular_values > 0].double().numpy()
@@ -183,7 +183,7 @@ def test_regularised_sigma0_is_the_stated_quantile_rule():
 
 
 def test_reconstruct_prior_fraction_runs_ddrm_with_the_regularised_sigma0():
-    from drus.data import regularised_sigma0
+    from drus.training.data import regularised_sigma0
 
     A = _blur()
     g = torch.Generator().manual_seed(1)
@@ -216,9 +216,9 @@ def test_reconstruct_never_moves_the_callers_operator(monkeypatch):
 
 
 def test_moved_copies_leave_the_original_untouched():
-    from drus.beamform import MatchedFilterBeamformer
-    from drus.decompose import decompose_bh
-    from drus.geometry import ImageGrid, LinearProbe, PlaneWave
+    from drus.physics.beamform import MatchedFilterBeamformer
+    from drus.physics.decompose import decompose_bh
+    from drus.physics.geometry import ImageGrid, LinearProbe, PlaneWave
 
     A = _blur()
     B = A.moved(dtype=torch.float64)
@@ -235,10 +235,10 @@ def test_moved_copies_leave_the_original_untouched():
 
 def test_a_prior_round_trips_with_its_noise_schedule(tmp_path, monkeypatch):
     """The schedule saved in a checkpoint's metadata comes back with load_prior and drives DDRM."""
-    import drus.reconstruct as rec_mod
-    from drus.checkpoint import save_checkpoint
-    from drus.schedule import NoiseSchedule
-    from drus.unet import UNet, UNetConfig
+    import drus.sampling.reconstruct as rec_mod
+    from drus.models.checkpoint import save_checkpoint
+    from drus.sampling.schedule import NoiseSchedule
+    from drus.models.unet import UNet, UNetConfig
 
     cfg = UNetConfig.from_dict({**UNetConfig.small().to_dict(), "in_channels": 1, "model_channels": 8,
                                 "channel_mult": (1, 2), "num_res_blocks": 1, "attention_resolutions": (),

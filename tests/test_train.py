@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from drus.checkpoint import load_checkpoint
-from drus.data import TARGET_RMS, FolderImages, SyntheticSpeckle, make_source, normalise_rms
-from drus.schedule import NoiseSchedule
-from drus.train import TrainConfig, diffusion_loss, train
-from drus.unet import UNet, UNetConfig
+from drus.models.checkpoint import load_checkpoint
+from drus.training.data import TARGET_RMS, FolderImages, SyntheticSpeckle, make_source, normalise_rms
+from drus.sampling.schedule import NoiseSchedule
+from drus.training.train import TrainConfig, diffusion_loss, train
+from drus.models.unet import UNet, UNetConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -126,7 +126,7 @@ def test_fine_tuning_a_three_channel_guided_diffusion_checkpoint(tmp_path):
 def test_beamformed_source_looks_like_pulse_echo_rf():
     """Deterministic, RMS-normalised; without aliasing (a pitch of λ/8) the depth spectrum peaks at the
     pulse-echo frequency 2 f0 / c (within the ±15 % f0 and ±3 % c jitter); laterally it is smooth."""
-    from drus.data import BeamformedSpeckle
+    from drus.training.data import BeamformedSpeckle
 
     f0, c = 5.208e6, 1540.0
     fine = BeamformedSpeckle(64, seed=1, pitch=c / f0 / 8, f0=f0)

@@ -1,4 +1,4 @@
-"""Tests of the ADM UNet (drus.unet) and checkpoint I/O (drus.checkpoint).
+"""Tests of the ADM UNet (drus.models.unet) and checkpoint I/O (drus.models.checkpoint).
 
 The expected state-dict layout is derived here independently, from the architecture rules of
 guided-diffusion's ``UNetModel`` (Dhariwal & Nichol 2021, github.com/openai/guided-diffusion,
@@ -15,14 +15,14 @@ import math
 import pytest
 import torch
 
-from drus.checkpoint import (
+from drus.models.checkpoint import (
     CheckpointError,
     count_parameters,
     load_checkpoint,
     load_guided_diffusion,
     save_checkpoint,
 )
-from drus.unet import (
+from drus.models.unet import (
     AttentionBlock,
     GreyscaleAdapter,
     OneChannelUNet,

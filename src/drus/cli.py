@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .defaults import PRIOR_FRACTION as DEFAULT_PRIOR_FRACTION
+from drus.defaults import PRIOR_FRACTION as DEFAULT_PRIOR_FRACTION
 
 
 class InputError(click.ClickException):
@@ -94,10 +94,10 @@ def demo(out_dir, quick, seed, prior, device, n_samples, n_steps, gamma, size, p
          cache_dir) -> None:
     """Reconstruct the numerical occlusion phantom end to end (the paper's separable-blur study) and a
     simulated plane-wave acquisition through the drus reconstruct FILE path; write pictures and metrics."""
-    from .demo import DEMO_FILES, run_demo
-    from .outputs import check_writable_dir, refuse_overwrite
-    from .reconstruct import load_prior
-    from .train import resolve_device
+    from drus.pipelines.demo import DEMO_FILES, run_demo
+    from drus.outputs import check_writable_dir, refuse_overwrite
+    from drus.sampling.reconstruct import load_prior
+    from drus.training.train import resolve_device
 
     # everything that can be wrong is checked before the minutes of sampling
     resolve_device(device)
@@ -128,11 +128,11 @@ def demo(out_dir, quick, seed, prior, device, n_samples, n_steps, gamma, size, p
 @click.option("--overwrite", is_flag=True, help="Replace an existing output PNG.")
 def beamform(path, out_png, angles, x_range, z_range, pixel, f_number, center_frequency, dynamic_range, n_points, overwrite) -> None:
     """Delay-and-sum B-mode of a channel-data file (PICMUS/USTB HDF5, Gammex .mat, Field II HDF5)."""
-    from .beamform import das, envelope, log_compress
-    from .geometry import ImageGrid
-    from .io import read_channel_data
-    from .outputs import check_writable_dir, refuse_overwrite
-    from .plotting import save_bmode_figure
+    from drus.physics.beamform import das, envelope, log_compress
+    from drus.physics.geometry import ImageGrid
+    from drus.datasets.io import read_channel_data
+    from drus.outputs import check_writable_dir, refuse_overwrite
+    from drus.plotting import save_bmode_figure
 
     for name, (lo, hi) in (("--x-range", x_range), ("--z-range", z_range)):
         if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
@@ -170,7 +170,7 @@ def beamform(path, out_png, angles, x_range, z_range, pixel, f_number, center_fr
     save_bmode_figure({title: db}, grid, out_png, dynamic_range=dynamic_range, title=Path(path).name)
     click.echo(f"wrote {out_png}")
     if n_points:
-        from .metrics import find_point_targets, resolution_metrics
+        from drus.evaluation.metrics import find_point_targets, resolution_metrics
 
         pts = find_point_targets(env, grid, n_points)
         res = resolution_metrics(env, grid, pts)
@@ -203,7 +203,7 @@ def beamform(path, out_png, angles, x_range, z_range, pixel, f_number, center_fr
 @click.option("--checkpoint-every", type=int, default=500, show_default=True)
 def train(out_dir, data, steps, batch_size, image_size, lr, ema_decay, grad_clip, learn_sigma, psf_std_px, model_json, preset, init_from, init_config_json, seed, device, threads, checkpoint_every) -> None:
     """Train (or fine-tune) a diffusion prior; writes <out>/prior.safetensors + prior.json."""
-    from .train import DEFAULT_PRIOR_MODEL, TrainConfig, train as run_train
+    from drus.training.train import DEFAULT_PRIOR_MODEL, TrainConfig, train as run_train
 
     model = dict(DEFAULT_PRIOR_MODEL) if preset == "default" else {}
     if model_json:
@@ -238,10 +238,10 @@ def evaluate() -> None:
 @click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run in --out.")
 def evaluate_numerical(phantom, out_dir, prior, realisations, n_samples, n_steps, size, device, overwrite) -> None:
     """The numerical study of paper Figures 2-3: occlusion (gCNR, SNR) and scatterer (FWHM) phantoms."""
-    from .experiments import format_table, occlusion_study, save_study, scatterer_study
-    from .outputs import check_writable_dir, refuse_overwrite
-    from .reconstruct import load_prior
-    from .train import resolve_device
+    from drus.pipelines.experiments import format_table, occlusion_study, save_study, scatterer_study
+    from drus.outputs import check_writable_dir, refuse_overwrite
+    from drus.sampling.reconstruct import load_prior
+    from drus.training.train import resolve_device
 
     dev = resolve_device(device)
     out = check_writable_dir(out_dir)
@@ -269,13 +269,13 @@ def evaluate_numerical(phantom, out_dir, prior, realisations, n_samples, n_steps
 @click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run in --out.")
 def evaluate_by_check(dataset, out_dir, data_root, overwrite) -> None:
     """Simulate a PICMUS phantom through drus's H and B and compare with the DRUS By file."""
-    from .beamform import MatchedFilterBeamformer, envelope, log_compress
-    from .geometry import picmus
-    from .io import read_drus_by
-    from .outputs import check_writable_dir, refuse_overwrite, write_text_atomic
-    from .phantoms import PicmusPhantom
-    from .picmus import PICMUS_SETS, compare_by, simulate_by
-    from .plotting import save_bmode_figure
+    from drus.physics.beamform import MatchedFilterBeamformer, envelope, log_compress
+    from drus.physics.geometry import picmus
+    from drus.datasets.io import read_drus_by
+    from drus.outputs import check_writable_dir, refuse_overwrite, write_text_atomic
+    from drus.physics.phantoms import PicmusPhantom
+    from drus.datasets.picmus import PICMUS_SETS, compare_by, simulate_by
+    from drus.plotting import save_bmode_figure
 
     ds = PICMUS_SETS[dataset]
     files = ds.files(data_root)
@@ -326,11 +326,11 @@ def decompose(size, acquisition, angle, x_range, z_range, method, threshold, dty
 
     import torch
 
-    from .beamform import MatchedFilterBeamformer
-    from .decompose import decompose_bh, operator_error
-    from .geometry import picmus
-    from .phantoms import random_echogenicity, speckle
-    from .train import resolve_device
+    from drus.physics.beamform import MatchedFilterBeamformer
+    from drus.physics.decompose import decompose_bh, operator_error
+    from drus.physics.geometry import picmus
+    from drus.physics.phantoms import random_echogenicity, speckle
+    from drus.training.train import resolve_device
 
     _torch_threads(threads)
     dev = resolve_device(device)
@@ -398,9 +398,9 @@ _PICMUS_NAMES = ("simu_reso", "simu_cont", "expe_reso", "expe_cont")
 
 def _sampler_config(*, paper: bool, n_samples: int, n_steps: int, seed: int, eta: float, eta_b: float,
                     prior_fraction: float):
-    """The :class:`drus.config.SamplerConfig` of a command's options (``--paper``: the paper's η, η_B
+    """The :class:`drus.sampling.config.SamplerConfig` of a command's options (``--paper``: the paper's η, η_B
     and σ0 use, keeping C, steps and seed)."""
-    from .config import SamplerConfig
+    from drus.sampling.config import SamplerConfig
 
     if paper:
         return SamplerConfig.paper(n_samples=n_samples, n_steps=n_steps, seed=seed)
@@ -437,16 +437,16 @@ def _torch_threads(threads) -> None:
 @click.option("--paper", is_flag=True, help="The paper's exact configuration: the paper's σ0 per set and --prior-fraction 0 (default: σ0 estimated from each By).")
 def evaluate_picmus_command(sets, unknown_size, n_samples, n_steps, threshold, compute_dtype, prior, out_dir, data_root, cache_dir, device, seed, precision, threads, overwrite, prior_fraction, paper, eta, eta_b) -> None:
     """Paper Table I on PICMUS: DAS 75/1 PW, DENOmean, DRUSmean, DRUSvar (gCNR, SNR, FWHM)."""
-    from .picmus import PICMUS_SETS, evaluate_picmus
-    from .reconstruct import load_prior
-    from .train import resolve_device
+    from drus.datasets.picmus import PICMUS_SETS, evaluate_picmus
+    from drus.sampling.reconstruct import load_prior
+    from drus.training.train import resolve_device
 
     names = [n.strip() for n in sets.split(",") if n.strip()]
     unknown = [n for n in names if n not in PICMUS_SETS]
     if unknown or not names:
         raise click.BadParameter(f"unknown set(s) {', '.join(unknown) or '(none given)'}; choose among {', '.join(PICMUS_SETS)}",
                                  param_hint="--sets")
-    from .outputs import check_writable_dir, refuse_overwrite
+    from drus.outputs import check_writable_dir, refuse_overwrite
 
     _torch_threads(threads)
     dev = resolve_device(device)
@@ -507,7 +507,7 @@ def _by_layout(path: Path, by_max: float, layout: str | None, method: str) -> st
 
 def _read_observation(path: Path, method: str, shape: tuple[int, int], layout: str | None = None):
     """``("by" | "channel", data, layout)``: a By/DENO ``.mat`` image, or channel data from an HDF5 file."""
-    from .io import DataFileError, read_channel_data, read_deno_by, read_drus_by
+    from drus.datasets.io import DataFileError, read_channel_data, read_deno_by, read_drus_by
 
     try:
         if path.suffix.lower() == ".mat":
@@ -550,7 +550,7 @@ def _read_observation(path: Path, method: str, shape: tuple[int, int], layout: s
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
 @click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run of this observation and method in --out.")
-@click.option("--prior-fraction", type=click.FloatRange(min=0, max=1, max_open=True), default=DEFAULT_PRIOR_FRACTION, show_default=True, help="DRUS: the sampler's σ0 is raised so that the prior decides at least this fraction of BH's components (drus.data.regularised_sigma0; chosen on simulations, docs/realdata.md). 0: σ0 is the noise level, as in the paper.")
+@click.option("--prior-fraction", type=click.FloatRange(min=0, max=1, max_open=True), default=DEFAULT_PRIOR_FRACTION, show_default=True, help="DRUS: the sampler's σ0 is raised so that the prior decides at least this fraction of BH's components (drus.training.data.regularised_sigma0; chosen on simulations, docs/realdata.md). 0: σ0 is the noise level, as in the paper.")
 @click.option("--eta", type=click.FloatRange(min=0, max=1), default=0.85, show_default=True, help="DDRM's η (the paper: 0.85).")
 @click.option("--eta-b", type=click.FloatRange(min=0, max=1), default=1.0, show_default=True, help="DDRM's η_B (the paper: 1).")
 @click.option("--paper", is_flag=True, help="The paper's exact configuration: --prior-fraction 0 and, for the four PICMUS sets, the paper's σ0 (otherwise σ0 is estimated from the data).")
@@ -564,20 +564,20 @@ def reconstruct_command(observation, method, angle, x_range, z_range, grid_size,
     normalised to max 1 for deno-mean; a DENO input for drus-* needs --sigma0 in its units).
     Channel data (HDF5): the 0° wave gets the DRUS preprocessing (depth gain, max 1, × the set's By
     factor — 30 contrast, 10 resolution, 1 without a dataset) and is beamformed with drus's B
-    (drus.picmus.channel_data_to_by); the dataset's σ0 then applies only approximately.
+    (drus.datasets.picmus.channel_data_to_by); the dataset's σ0 then applies only approximately.
     Writes <name>_<method>.hdf5 (images, samples; the By layout in its attributes), B-mode PNGs and,
     with --phantom, <name>_<method>_metrics.json. Everything is checked before the decomposition
     and the sampling; earlier results are kept unless --overwrite.
     """
-    from .beamform import MatchedFilterBeamformer
-    from .geometry import picmus
-    from .io import save_images_hdf5
-    from .metrics import to_db
-    from .outputs import check_writable_dir, refuse_overwrite, write_text_atomic
-    from .picmus import PICMUS_SETS, channel_data_to_by, infer_dataset, method_envelope, points_in_view, score_image
-    from .estimators import pool_window
-    from .plotting import save_bmode_figure
-    from .train import resolve_device
+    from drus.physics.beamform import MatchedFilterBeamformer
+    from drus.physics.geometry import picmus
+    from drus.datasets.io import save_images_hdf5
+    from drus.evaluation.metrics import to_db
+    from drus.outputs import check_writable_dir, refuse_overwrite, write_text_atomic
+    from drus.datasets.picmus import PICMUS_SETS, channel_data_to_by, infer_dataset, method_envelope, points_in_view, score_image
+    from drus.sampling.estimators import pool_window
+    from drus.plotting import save_bmode_figure
+    from drus.training.train import resolve_device
 
     path = Path(observation)
     sampler = _sampler_config(paper=paper, n_samples=n_samples, n_steps=n_steps, seed=seed, eta=eta, eta_b=eta_b,
@@ -598,7 +598,7 @@ def reconstruct_command(observation, method, angle, x_range, z_range, grid_size,
         if ds is not None and (method == "deno-mean" or paper):
             sigma0 = ds.sigma0_deno if method == "deno-mean" else ds.sigma0_drus
             sigma_source = f"the paper's σ0 of PICMUS {ds.name}"
-        # drus-* (unless --paper on a PICMUS set): σ0 is estimated from the observation once BH is decomposed (drus.noise)
+        # drus-* (unless --paper on a PICMUS set): σ0 is estimated from the observation once BH is decomposed (drus.sampling.noise)
     if sigma0 is not None and not (np.isfinite(sigma0) and sigma0 >= 0):
         raise click.BadParameter(f"must be a finite number ≥ 0, got {sigma0}", param_hint="--sigma0")
     if method == "drus-var" and n_samples < 2:
@@ -612,7 +612,7 @@ def reconstruct_command(observation, method, angle, x_range, z_range, grid_size,
     refuse_overwrite(candidates.values(), overwrite=overwrite)
     ph = None
     if phantom:
-        from .phantoms import PicmusPhantom
+        from drus.physics.phantoms import PicmusPhantom
 
         try:
             ph = PicmusPhantom.from_file(phantom)
@@ -630,14 +630,14 @@ def reconstruct_command(observation, method, angle, x_range, z_range, grid_size,
     dev = resolve_device(device)
     model = None
     if method != "das":
-        from .reconstruct import load_prior
+        from drus.sampling.reconstruct import load_prior
 
         model = load_prior(prior, device=dev)
         _check_size_multiple(model, unknown_size if method.startswith("drus") else grid.shape[0],
                              "--unknown-size" if method.startswith("drus") else "OBSERVATION")
     op = None
     if method.startswith("drus"):
-        from .picmus import picmus_operator
+        from drus.datasets.picmus import picmus_operator
 
         try:
             bf, op = picmus_operator(unknown_size, threshold=threshold, compute_dtype=compute_dtype, cache_dir=cache_dir,
@@ -662,10 +662,10 @@ def reconstruct_command(observation, method, angle, x_range, z_range, grid_size,
     if method == "das":
         image, img_grid, amp = by, grid, method_envelope("DRUSmean", by)
     else:
-        from .reconstruct import deno, reconstruct
+        from drus.sampling.reconstruct import deno, reconstruct
 
         if sigma0 is None:  # drus-* on the By of an unknown acquisition
-            from .noise import estimate_sigma0
+            from drus.sampling.noise import estimate_sigma0
 
             sigma0, sigma_source = estimate_sigma0(op, by)
             click.echo(f"σ0 = {sigma0:.4g} (estimated from the data: {sigma_source})")
@@ -715,13 +715,13 @@ def reconstruct_command(observation, method, angle, x_range, z_range, grid_size,
     click.echo(f"wrote {', '.join(str(f) for f in files)}")
 
 
-# --- drus reconstruct / decompose on any plane-wave acquisition (drus.acquisition) -------------------
+# --- drus reconstruct / decompose on any plane-wave acquisition (drus.datasets.acquisition) -------------------
 def _is_acquisition_file(path: Path) -> bool:
-    """Whether ``path`` holds channel data that :func:`drus.acquisition.read_acquisition` reads
+    """Whether ``path`` holds channel data that :func:`drus.datasets.acquisition.read_acquisition` reads
     (a minimal-layout ``.npz``/HDF5, PICMUS/USTB UFF, Field II, or a Verasonics-style ``.mat`` with ``RF1``)."""
     import h5py
 
-    from .io import USTB_DATASET, DataFileError, _MatFile
+    from drus.datasets.io import USTB_DATASET, DataFileError, _MatFile
 
     suffix = path.suffix.lower()
     if suffix == ".npz":
@@ -740,10 +740,10 @@ def _is_acquisition_file(path: Path) -> bool:
 
 def _acquisition_setup(path: Path, *, angle, x_range, z_range, size):
     """``(acquisition, beamformer)`` exactly as ``drus reconstruct`` builds them for a channel-data file
-    (``H`` and ``B`` are not built yet; :func:`drus.acquisition.prepare_acquisition`, ranges in mm, angle in degrees)."""
+    (``H`` and ``B`` are not built yet; :func:`drus.datasets.acquisition.prepare_acquisition`, ranges in mm, angle in degrees)."""
     import math
 
-    from .acquisition import prepare_acquisition
+    from drus.datasets.acquisition import prepare_acquisition
 
     return prepare_acquisition(path, angle=None if angle is None else math.radians(angle),
                                x_range=None if not x_range else (x_range[0] * 1e-3, x_range[1] * 1e-3),
@@ -753,8 +753,8 @@ def _acquisition_setup(path: Path, *, angle, x_range, z_range, size):
 
 def _plan_decomposition(bf, compute_dtype: str, *, threshold: float, cache_dir, cache: bool) -> str:
     """Print the predicted cost of decomposing ``BH``, refuse what cannot fit, settle the split
-    (:func:`drus.acquisition.plan_decomposition`). Returns the split."""
-    from .acquisition import plan_decomposition
+    (:func:`drus.datasets.acquisition.plan_decomposition`). Returns the split."""
+    from drus.datasets.acquisition import plan_decomposition
 
     return plan_decomposition(bf, compute_dtype=compute_dtype, threshold=threshold, cache_dir=cache_dir, cache=cache,
                               report=click.echo)
@@ -763,14 +763,14 @@ def _plan_decomposition(bf, compute_dtype: str, *, threshold: float, cache_dir, 
 def _reconstruct_acquisition(path: Path, *, method, sigma0, angle, x_range, z_range, grid_size, n_samples, n_steps,
                              threshold, compute_dtype, prior, out_dir, cache_dir, device, seed, threads,
                              sampler, no_cache=False, overwrite=False, **_unused) -> None:
-    """``drus reconstruct`` on a channel-data file: any plane-wave acquisition (drus.acquisition)."""
-    from .beamform import bmode, das
-    from .io import save_images_hdf5
-    from .metrics import to_db
-    from .outputs import check_writable_dir, refuse_overwrite
-    from .picmus import method_envelope
-    from .plotting import save_bmode_figure
-    from .train import resolve_device
+    """``drus reconstruct`` on a channel-data file: any plane-wave acquisition (drus.datasets.acquisition)."""
+    from drus.physics.beamform import bmode, das
+    from drus.datasets.io import save_images_hdf5
+    from drus.evaluation.metrics import to_db
+    from drus.outputs import check_writable_dir, refuse_overwrite
+    from drus.datasets.picmus import method_envelope
+    from drus.plotting import save_bmode_figure
+    from drus.training.train import resolve_device
 
     if method == "deno-mean" and sigma0 is None:
         raise click.UsageError("deno-mean on channel data needs --sigma0 (noise std of the By image normalised to max 1)")
@@ -785,21 +785,21 @@ def _reconstruct_acquisition(path: Path, *, method, sigma0, angle, x_range, z_ra
 
     acq, bf = _acquisition_setup(path, angle=angle, x_range=x_range, z_range=z_range, size=grid_size)
     grid = bf.grid
-    from .acquisition import check_memory, decomposition_cost, likely_split
+    from drus.datasets.acquisition import check_memory, decomposition_cost, likely_split
 
     check_memory(decomposition_cost(bf, split=likely_split(bf), compute_dtype=compute_dtype), matrices_only=True)
     _torch_threads(threads)
     dev = resolve_device(device)
     model = None
     if method != "das":
-        from .reconstruct import load_prior
+        from drus.sampling.reconstruct import load_prior
 
         model = load_prior(prior, device=dev)
         _check_size_multiple(model, grid.n_z, "--size")
         _check_size_multiple(model, grid.n_x, "--size")
     res = None
     if method in ("drus-mean", "drus-var"):
-        from .acquisition import reconstruct_acquisition
+        from drus.datasets.acquisition import reconstruct_acquisition
 
         # cost and memory first, before any expensive work; then B y, DAS, BH decomposed, σ0, samples
         split = _plan_decomposition(bf, compute_dtype, threshold=threshold, cache_dir=cache_dir, cache=not no_cache)
@@ -831,7 +831,7 @@ def _reconstruct_acquisition(path: Path, *, method, sigma0, angle, x_range, z_ra
         click.echo(f"{'DRUSmean' if method == 'drus-mean' else 'DRUSvar'}: {n_samples} samples, {n_steps} steps, "
                    f"{rec.timings.get('seconds_total', float('nan')):.1f} s")
     elif method == "deno-mean":
-        from .reconstruct import deno
+        from drus.sampling.reconstruct import deno
 
         by_n = by / np.abs(by).max()
         rec = deno(by_n, sigma0=float(sigma0), model=model, sampler=sampler, device=dev)
@@ -851,8 +851,8 @@ def _decompose_acquisition(path, *, size, angle, x_range, z_range, method, thres
 
     import torch
 
-    from .decompose import decompose_bh
-    from .train import resolve_device
+    from drus.physics.decompose import decompose_bh
+    from drus.training.train import resolve_device
 
     _torch_threads(threads)
     dev = resolve_device(device)
@@ -865,13 +865,13 @@ def _decompose_acquisition(path, *, size, angle, x_range, z_range, method, thres
                + (f"; cache {op.metadata['cache_dir']} (key {op.metadata['key'][:12]}…)" if op.metadata.get("cache_dir") else ""))
 
 
-# --- drus despeckle (drus.despeckle) -------------------------------------------------------------------
+# --- drus despeckle (drus.evaluation.despeckle) -------------------------------------------------------------------
 DESPECKLE_DATASETS = ("amplitude", "mean", "image")
 
 
 def _read_despeckle_input(path: Path, dataset: str | None):
     """The amplitude image of ``path`` (a drus HDF5 or a ``.npy`` 2-D array), its grid (or None) and the source name."""
-    from .despeckle import amplitude_of
+    from drus.evaluation.despeckle import amplitude_of
 
     if path.suffix.lower() == ".npy":
         if dataset is not None:
@@ -881,7 +881,7 @@ def _read_despeckle_input(path: Path, dataset: str | None):
         except (ValueError, OSError) as exc:
             raise ValueError(f"{path}: not a readable .npy array ({one_line(exc)})") from None
         return amplitude_of(arr), None, "array"
-    from .io import load_images_hdf5
+    from drus.datasets.io import load_images_hdf5
 
     saved = load_images_hdf5(path)
     names = [dataset] if dataset else [n for n in DESPECKLE_DATASETS if n in saved]
@@ -916,12 +916,12 @@ def despeckle_command(path, method, dataset, out_dir, sigma, rho, iterations, me
     """
     import time
 
-    from .despeckle import admss
-    from .geometry import ImageGrid
-    from .io import save_images_hdf5
-    from .metrics import to_db
-    from .outputs import check_writable_dir, refuse_overwrite
-    from .plotting import save_bmode_figure
+    from drus.evaluation.despeckle import admss
+    from drus.physics.geometry import ImageGrid
+    from drus.datasets.io import save_images_hdf5
+    from drus.evaluation.metrics import to_db
+    from drus.outputs import check_writable_dir, refuse_overwrite
+    from drus.plotting import save_bmode_figure
 
     path = Path(path)
     out = check_writable_dir(out_dir)

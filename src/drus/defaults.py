@@ -5,11 +5,11 @@ is in docs/realdata.md. ``drus reconstruct --paper`` and ``drus evaluate picmus 
 paper's configuration.
 """
 
-#: Fraction of the operator's components that the prior decides (:func:`drus.data.regularised_sigma0`).
+#: Fraction of the operator's components that the prior decides (:func:`drus.training.data.regularised_sigma0`).
 #: Swept over {0, 0.4, 0.6, 0.8} on SC, SC's phantom through drus's ``H`` with channel noise, and
 #: SC's phantom on the unknown grid: 0.6 gave the best DRUSvar gCNR on all three.
 PRIOR_FRACTION = 0.6
 
-#: Side of the pooling neighbourhood of :func:`drus.estimators.drus_var_pooled`, in m: one lateral
+#: Side of the pooling neighbourhood of :func:`drus.sampling.estimators.drus_var_pooled`, in m: one lateral
 #: resolution cell of single-plane-wave DAS (its −6 dB width on the simulated set SR, 0.84 mm), rounded.
 POOL_WIDTH = 0.85e-3

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .geometry import ImageGrid
-from .outputs import atomic_write
+from drus.physics.geometry import ImageGrid
+from drus.outputs import atomic_write
 
 __all__ = ["save_bmode_figure"]
 

@@ -39,8 +39,8 @@ def tiny_prior(path):
     """A 2-level UNet (needs sides divisible by 2) saved as a drus checkpoint."""
     import torch
 
-    from drus.checkpoint import save_checkpoint
-    from drus.unet import UNet, UNetConfig
+    from drus.models.checkpoint import save_checkpoint
+    from drus.models.unet import UNet, UNetConfig
 
     cfg = UNetConfig.from_dict({**UNetConfig.small().to_dict(), "model_channels": 8, "channel_mult": (1, 2),
                                 "attention_resolutions": (), "num_groups": 4, "num_head_channels": 8})
@@ -61,8 +61,8 @@ def picmus_files(tmp_path_factory):
     import scipy.io
     import torch
 
-    from drus.geometry import paper_grid, picmus
-    from drus.picmus import picmus_operator
+    from drus.physics.geometry import paper_grid, picmus
+    from drus.datasets.picmus import picmus_operator
 
     root = tmp_path_factory.mktemp("reference")
     bf, _ = picmus_operator(UNKNOWN, geometry=picmus(MEAS), cache_dir=root / "cache", progress=False)
@@ -91,8 +91,8 @@ def picmus_files(tmp_path_factory):
 @pytest.fixture
 def small_picmus(picmus_files, monkeypatch):
     """``picmus_files`` with drus's PICMUS geometry patched to 32² for the duration of a test."""
-    import drus.geometry
+    import drus.physics.geometry
 
-    geometry = drus.geometry.picmus(MEAS)
-    monkeypatch.setattr(drus.geometry, "picmus", lambda n=256: geometry)
+    geometry = drus.physics.geometry.picmus(MEAS)
+    monkeypatch.setattr(drus.physics.geometry, "picmus", lambda n=256: geometry)
     return picmus_files

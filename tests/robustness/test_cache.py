@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import drus.decompose as decomposition
+import drus.physics.decompose as decomposition
 from .robustness_helpers import assert_error, drus, snapshot
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-import drus.picmus
-import drus.reconstruct
+import drus.datasets.picmus
+import drus.sampling.reconstruct
 from .robustness_helpers import assert_error, drus as run_drus, snapshot
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -17,9 +17,9 @@ def no_work(monkeypatch):
     def never(*args, **kwargs):
         raise AssertionError("the expensive work started")
 
-    monkeypatch.setattr(drus.picmus, "picmus_operator", never)
-    monkeypatch.setattr(drus.reconstruct, "reconstruct", never)
-    monkeypatch.setattr(drus.reconstruct, "deno", never)
+    monkeypatch.setattr(drus.datasets.picmus, "picmus_operator", never)
+    monkeypatch.setattr(drus.sampling.reconstruct, "reconstruct", never)
+    monkeypatch.setattr(drus.sampling.reconstruct, "deno", never)
 
 
 def _drus_var(root, out, *extra, cache=None):
@@ -61,12 +61,12 @@ def test_an_unknown_size_the_prior_cannot_take_fails_before_it_is_decomposed(sma
 
 
 def test_a_read_only_cache_folder_fails_before_the_decomposition(small_picmus, tmp_path, readonly_dir, monkeypatch):
-    import drus.decompose
+    import drus.physics.decompose
 
     def never(*args, **kwargs):
         raise AssertionError("the decomposition started")
 
-    monkeypatch.setattr(drus.decompose, "flip_gram", never)
+    monkeypatch.setattr(drus.physics.decompose, "flip_gram", never)
     run = _drus_var(small_picmus, tmp_path / "out", "--unknown-size", 8, cache=readonly_dir / "cache")
     assert_error(run, "cache folder", "--no-cache")
 

@@ -9,7 +9,7 @@ import pytest
 import scipy.io
 import torch
 
-from drus.io import load_images_hdf5
+from drus.datasets.io import load_images_hdf5
 from .robustness_helpers import assert_error, drus, snapshot
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -40,7 +40,7 @@ def test_beamform_rejects_a_non_positive_dynamic_range(value, tmp_path):
 
 # --- non-finite and complex input ------------------------------------------------------------------------------
 def test_one_nan_pixel_in_simulate_is_an_error(tiny_probe, tiny_wave, tiny_grid):
-    from drus.forward import PlaneWaveModel
+    from drus.physics.forward import PlaneWaveModel
 
     model = PlaneWaveModel(tiny_probe, tiny_wave, tiny_grid)
     o = np.ones(tiny_grid.shape)
@@ -50,9 +50,9 @@ def test_one_nan_pixel_in_simulate_is_an_error(tiny_probe, tiny_wave, tiny_grid)
 
 
 def test_complex_input_is_an_error_not_a_warning(tiny_probe, tiny_wave, tiny_grid):
-    from drus.beamform import MatchedFilterBeamformer
-    from drus.operators import Identity
-    from drus.reconstruct import reconstruct
+    from drus.physics.beamform import MatchedFilterBeamformer
+    from drus.physics.operators import Identity
+    from drus.sampling.reconstruct import reconstruct
 
     bf = MatchedFilterBeamformer(tiny_probe, tiny_wave, tiny_grid)
     o = np.ones(tiny_grid.shape) * (1 + 1j)

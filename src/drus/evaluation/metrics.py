@@ -1,6 +1,6 @@
 """Image-quality metrics: B-mode dB conversion, gCNR, CNR, SNR, FWHM, and ROI masks (docs/method.md §7).
 
-Images are ``[n_z, n_x]`` arrays on an :class:`~drus.geometry.ImageGrid` (depth down, lateral
+Images are ``[n_z, n_x]`` arrays on an :class:`~drus.physics.geometry.ImageGrid` (depth down, lateral
 right); positions and widths are in m. Every metric takes the *image* (signed reflectivity, envelope
 or complex IQ): where an envelope is needed the functions take ``|image|``.
 
@@ -28,8 +28,8 @@ from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 
-from drus.geometry import ImageGrid
-from drus.phantoms import Box, Disk
+from drus.physics.geometry import ImageGrid
+from drus.physics.phantoms import Box, Disk
 
 __all__ = [
     "to_db",
@@ -62,7 +62,7 @@ DEFAULT_FWHM_LEVEL_DB = -6.0  # docs/method.md §7
 # --- input checks ------------------------------------------------------------------------------------
 def _check_grid(grid) -> ImageGrid:
     if not isinstance(grid, ImageGrid):
-        raise TypeError(f"grid must be a drus.geometry.ImageGrid, got {type(grid).__name__}")
+        raise TypeError(f"grid must be a drus.physics.geometry.ImageGrid, got {type(grid).__name__}")
     return grid
 
 
@@ -252,7 +252,7 @@ def _as_disk(d) -> Disk:
     try:
         x, z, r = d
     except (TypeError, ValueError):
-        raise TypeError(f"a cyst must be a drus.phantoms.Disk or an (x, z, radius) triple, got {d!r}") from None
+        raise TypeError(f"a cyst must be a drus.physics.phantoms.Disk or an (x, z, radius) triple, got {d!r}") from None
     return Disk(x, z, r)
 
 
@@ -477,8 +477,8 @@ def contrast_metrics(
     grid : ImageGrid
         The image's grid.
     disks : sequence of Disk or (x, z, radius)
-        The cysts in m, e.g. :func:`drus.phantoms.occlusion_disks` or
-        :meth:`drus.phantoms.PicmusPhantom.cyst_disks`. Inside/outside ROIs from :func:`cyst_masks`.
+        The cysts in m, e.g. :func:`drus.physics.phantoms.occlusion_disks` or
+        :meth:`drus.physics.phantoms.PicmusPhantom.cyst_disks`. Inside/outside ROIs from :func:`cyst_masks`.
     pad : float
         ROI gap around each cyst edge in m (0.5 mm).
     db : bool
@@ -535,7 +535,7 @@ def resolution_metrics(
         The image's grid.
     points : array_like
         ``[n_points, 2]`` target positions ``(x, z)`` in m, e.g.
-        :func:`drus.phantoms.scatterer_points` or :meth:`drus.phantoms.PicmusPhantom.points`.
+        :func:`drus.physics.phantoms.scatterer_points` or :meth:`drus.physics.phantoms.PicmusPhantom.points`.
     half_box, upsample, level_db
         See :func:`fwhm`.
     """

@@ -15,7 +15,7 @@ import dataclasses
 import math
 import numbers
 
-from .defaults import PRIOR_FRACTION
+from drus.defaults import PRIOR_FRACTION
 
 __all__ = ["SamplerConfig"]
 
@@ -38,7 +38,7 @@ class SamplerConfig:
         Seeds the sampler's generator (``None``: not seeded).
     prior_fraction : float
         In [0, 1): the prior decides at least this fraction of the operator's components
-        (:func:`drus.data.regularised_sigma0`); 0 is the paper's use of σ0 as the noise level.
+        (:func:`drus.training.data.regularised_sigma0`); 0 is the paper's use of σ0 as the noise level.
     """
 
     n_samples: int = 10

@@ -9,7 +9,7 @@ Operators that have a singular value decomposition ``A = U S Vᵀ`` expose it as
 ``Ut``/``U`` between measurement space and the spectral domain, and ``singular_values`` holds
 ``S``. The spectral domain has shape ``spectral_shape`` (the number of unknowns, in whatever layout
 is natural for the operator), and components beyond the rank have singular value 0. The DDRM sampler
-(:mod:`drus.ddrm`) talks only to this view, so the identity (DENO), the separable blur and the
+(:mod:`drus.sampling.ddrm`) talks only to this view, so the identity (DENO), the separable blur and the
 plane-wave ``BH`` all plug into the same sampler.
 """
 

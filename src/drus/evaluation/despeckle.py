@@ -209,7 +209,7 @@ def _check_envelope(envelope) -> np.ndarray:
         raise ValueError(f"ADMSS takes a 2-D envelope image [n_z, n_x], got an array of shape {arr.shape}")
     if np.iscomplexobj(arr) or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
         raise ValueError(f"ADMSS takes a real envelope (amplitude) image, got dtype {arr.dtype}; take |IQ| or the "
-                         "Hilbert envelope first (drus.beamform.envelope)")
+                         "Hilbert envelope first (drus.physics.beamform.envelope)")
     if min(arr.shape) < 3:
         raise ValueError(f"ADMSS needs at least 3 × 3 pixels, got {arr.shape[0]} × {arr.shape[1]}")
     arr = arr.astype(np.float64)
@@ -217,7 +217,7 @@ def _check_envelope(envelope) -> np.ndarray:
         raise ValueError("the envelope contains NaN or inf")
     if arr.min() < 0:
         raise ValueError(f"the envelope must be non-negative (an amplitude, before log compression), its minimum is "
-                         f"{arr.min():.3g}; a signed RF image needs its envelope first (drus.beamform.envelope)")
+                         f"{arr.min():.3g}; a signed RF image needs its envelope first (drus.physics.beamform.envelope)")
     return arr
 
 
@@ -314,7 +314,7 @@ def admss(
 
 def amplitude_of(image: np.ndarray) -> np.ndarray:
     """The amplitude image to despeckle: ``|IQ|`` of a complex image, the Hilbert envelope along depth
-    (:func:`drus.beamform.envelope`) of a signed RF image, and a non-negative image as it is."""
+    (:func:`drus.physics.beamform.envelope`) of a signed RF image, and a non-negative image as it is."""
     arr = np.asarray(image)
     if arr.ndim != 2:
         raise ValueError(f"expected a 2-D image [n_z, n_x], got an array of shape {arr.shape}")
@@ -326,7 +326,7 @@ def amplitude_of(image: np.ndarray) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise ValueError("the image contains NaN or inf")
     if arr.min() < 0:
-        from .beamform import envelope
+        from drus.physics.beamform import envelope
 
         return envelope(arr, axis=0)
     return arr

@@ -1,8 +1,8 @@
 """DRUS reconstruction of one observation: normalise, sample with DDRM, estimate, scale back.
 
 ``reconstruct(operator, y, sigma0=…, model=…)`` is the library entry point used by ``drus demo`` and
-``drus reconstruct``: it puts the observation in the prior's units (:mod:`drus.data`: the unknown is
-scaled to RMS 0.25), draws ``C`` DDRM samples (:func:`drus.ddrm.ddrm_sample`), and returns
+``drus reconstruct``: it puts the observation in the prior's units (:mod:`drus.training.data`: the unknown is
+scaled to RMS 0.25), draws ``C`` DDRM samples (:func:`drus.sampling.ddrm.ddrm_sample`), and returns
 DRUSmean and DRUSvar (paper eqs. (5)-(6)) in the units of the original unknown.
 """
 
@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import SamplerConfig
-from .data import prior_scale, regularised_sigma0
-from .ddrm import ddrm_sample
-from .estimators import drus_mean, drus_var, drus_var_pooled
+from drus.sampling.config import SamplerConfig
+from drus.training.data import prior_scale, regularised_sigma0
+from drus.sampling.ddrm import ddrm_sample
+from drus.sampling.estimators import drus_mean, drus_var, drus_var_pooled
 
 __all__ = ["Reconstruction", "reconstruct", "deno", "default_prior_path", "load_prior"]
 
@@ -53,13 +53,13 @@ def load_prior(path=None, *, device="cpu", precision: str = "fp32") -> torch.nn.
     """Load a prior checkpoint (drus safetensors+JSON, or a guided-diffusion ``.pt``) in eval mode.
 
     ``path=None`` loads the shipped default prior. A 3-channel network is wrapped so that it
-    takes and returns 1-channel images (:class:`drus.unet.GreyscaleAdapter`). ``precision`` "bf16" or
+    takes and returns 1-channel images (:class:`drus.models.unet.GreyscaleAdapter`). ``precision`` "bf16" or
     "fp16" runs the network under autocast (for GPUs; weights stay float32).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
-    from .checkpoint import load_checkpoint, load_guided_diffusion
-    from .unet import GreyscaleAdapter
+    from drus.models.checkpoint import load_checkpoint, load_guided_diffusion
+    from drus.models.unet import GreyscaleAdapter
 
     path = Path(path) if path is not None else default_prior_path()
     if not path.exists():
@@ -72,14 +72,14 @@ def load_prior(path=None, *, device="cpu", precision: str = "fp32") -> torch.nn.
     else:
         model, _, meta = load_checkpoint(path)
         if meta.get("noise_schedule"):  # a prior samples with the schedule it was trained with
-            from .schedule import NoiseSchedule
+            from drus.sampling.schedule import NoiseSchedule
 
             schedule = NoiseSchedule.from_dict(meta["noise_schedule"])
     if getattr(model, "in_channels", model.config.in_channels) == 3:
         model = GreyscaleAdapter(model)
     model = model.to(device).eval()
     model = model if PRECISIONS[precision] is None else Autocast(model, PRECISIONS[precision]).eval()
-    model.noise_schedule = schedule  # None: the paper's (linear 1e-4 → 0.02, T = 1000), drus.schedule.NoiseSchedule()
+    model.noise_schedule = schedule  # None: the paper's (linear 1e-4 → 0.02, T = 1000), drus.sampling.schedule.NoiseSchedule()
     return model
 
 
@@ -93,10 +93,10 @@ class Reconstruction:
     mean : DRUSmean. var : DRUSvar ``p̂`` (eq. (6), exponent ``1/(2β)``).
     scale : the factor between prior units and the unknown's units.
     sigma0_sampler : the σ0 DDRM ran with, in the units of ``y`` (the noise level, or the regularised
-        level of :func:`drus.data.regularised_sigma0` when ``prior_fraction > 0``).
+        level of :func:`drus.training.data.regularised_sigma0` when ``prior_fraction > 0``).
     timings : seconds (total, network, other) from the sampler.
-    sampler : the :class:`~drus.config.SamplerConfig` it ran with.
-    scale_source : how ``scale`` was set: ``"given"``, or the rule of :func:`drus.data.prior_scale`
+    sampler : the :class:`~drus.sampling.config.SamplerConfig` it ran with.
+    scale_source : how ``scale`` was set: ``"given"``, or the rule of :func:`drus.training.data.prior_scale`
         (``"estimated"`` / ``"noise-inclusive"``).
     """
 
@@ -110,7 +110,7 @@ class Reconstruction:
     sampler: SamplerConfig = dataclasses.field(default_factory=SamplerConfig)
 
     def var_pooled(self, window: int = 3) -> np.ndarray:
-        """The pooled DRUSvar of these samples (:func:`drus.estimators.drus_var_pooled`, the sampler's β)."""
+        """The pooled DRUSvar of these samples (:func:`drus.sampling.estimators.drus_var_pooled`, the sampler's β)."""
         return drus_var_pooled(self.samples, window=window, beta=self.sampler.beta)
 
 
@@ -125,7 +125,7 @@ def reconstruct(
     scale: float | None = None,
     progress: bool = True,
 ) -> Reconstruction:
-    """DRUS/DRUSvar for ``y = A o + n`` (``A`` an :class:`~drus.operators.SVDOperator`).
+    """DRUS/DRUSvar for ``y = A o + n`` (``A`` an :class:`~drus.physics.operators.SVDOperator`).
 
     Parameters
     ----------
@@ -140,14 +140,14 @@ def reconstruct(
     sampler : SamplerConfig
         C, steps, η, η_B, β, seed and the prior/data split (default: the paper's). With
         ``prior_fraction = 0`` DDRM runs with ``sigma0``; with ``f > 0`` with the regularised level
-        of :func:`drus.data.regularised_sigma0`, so that the prior decides at least the fraction
+        of :func:`drus.training.data.regularised_sigma0`, so that the prior decides at least the fraction
         ``f`` of the components (the scale still comes from the noise level ``sigma0``).
     scale : float, optional
         Units of the unknown per prior unit; default: estimated so that the unknown has RMS 0.25
-        in prior units (:func:`drus.data.prior_scale`, with ``sigma0`` as the noise level).
+        in prior units (:func:`drus.training.data.prior_scale`, with ``sigma0`` as the noise level).
     """
     if not isinstance(sampler, SamplerConfig):
-        raise TypeError(f"sampler must be a drus.config.SamplerConfig, got {type(sampler).__name__}")
+        raise TypeError(f"sampler must be a drus.sampling.config.SamplerConfig, got {type(sampler).__name__}")
     device = torch.device(device)
     if (y.is_complex() if isinstance(y, torch.Tensor) else np.iscomplexobj(y)):
         raise TypeError("y is complex; drus reconstructs real (RF) observations — pass the real part explicitly "
@@ -230,7 +230,7 @@ def deno(image, *, sigma0: float, model: torch.nn.Module, **kwargs) -> Reconstru
     :func:`reconstruct`; ``.mean`` is DENOmean. The sampler's ``prior_fraction`` is set to 0: with
     ``A = I`` every component has the same singular value, so there is no split to choose.
     """
-    from .operators import Identity
+    from drus.physics.operators import Identity
 
     image = np.asarray(image)
     if image.ndim != 2:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from drus.defaults import POOL_WIDTH
-from drus.metrics import to_db
+from drus.evaluation.metrics import to_db
 
 __all__ = ["Estimates", "drus_mean", "drus_var", "drus_var_pooled", "pool_window", "POOL_WIDTH", "estimate", "bmode_db"]
 
@@ -132,7 +132,7 @@ def estimate(samples: Array, *, beta: float = 0.5) -> Estimates:
 def bmode_db(image: Array, *, floor_db: float = -60.0) -> Array:
     """B-mode in dB, ``20·log10(|X| / max|X|)`` clipped at ``floor_db`` (docs/method.md §7; display [−60, 0]).
 
-    A thin wrapper of :func:`drus.metrics.to_db` (one dB convention for display and metrics) that
+    A thin wrapper of :func:`drus.evaluation.metrics.to_db` (one dB convention for display and metrics) that
     returns the kind it was given: a tensor input gives a tensor on the same device.
 
     For DRUSmean pass the image (or its envelope); for DRUSvar pass ``p̂`` directly — it estimates
@@ -154,7 +154,7 @@ def bmode_db(image: Array, *, floor_db: float = -60.0) -> Array:
     Raises
     ------
     ValueError
-        From :func:`drus.metrics.to_db`: an all-zero image, NaN/inf values, ``floor_db >= 0``.
+        From :func:`drus.evaluation.metrics.to_db`: an all-zero image, NaN/inf values, ``floor_db >= 0``.
     """
     out = to_db(image, floor_db=floor_db)
     if isinstance(image, torch.Tensor):

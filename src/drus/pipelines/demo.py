@@ -5,14 +5,14 @@
    image ``B y``.
 2. DRUS (paper Sect. III, Fig. 2): the separable blur ``K`` standing in for ``BH``,
    ``y_K = K o + γ·max|K o|·n``, ``C`` DDRM samples with the prior → DRUSmean and DRUSvar.
-3. gCNR and SNR of every image over the 9 cysts (:func:`drus.metrics.contrast_metrics`), a figure
+3. gCNR and SNR of every image over the 9 cysts (:func:`drus.evaluation.metrics.contrast_metrics`), a figure
    with all B-modes in [−60, 0] dB, the samples and images in HDF5, and ``metrics.json``.
 4. The plane-wave panel (:func:`plane_wave_panel`), the toolkit's main job: a small field of view
    with anechoic cysts and point targets, simulated on a grid twice as fine as the reconstruction's
    → channel data of a 0° plane wave with white noise, written in the minimal layout
-   (:func:`drus.acquisition.write_acquisition`) → read back and reconstructed exactly as
-   ``drus reconstruct FILE --method drus-var`` does (:func:`drus.acquisition.prepare_acquisition`,
-   :func:`~drus.acquisition.plan_decomposition`, :func:`~drus.acquisition.reconstruct_acquisition`:
+   (:func:`drus.datasets.acquisition.write_acquisition`) → read back and reconstructed exactly as
+   ``drus reconstruct FILE --method drus-var`` does (:func:`drus.datasets.acquisition.prepare_acquisition`,
+   :func:`~drus.datasets.acquisition.plan_decomposition`, :func:`~drus.datasets.acquisition.reconstruct_acquisition`:
    the decomposed ``BH``, σ0 from the data, the sampler's σ0 at ``drus.defaults.PRIOR_FRACTION``) →
    DAS 1 PW, DRUSmean, DRUSvar and the pooled DRUSvar, scored on the cysts.
 """
@@ -28,15 +28,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import SamplerConfig
-from .beamform import MatchedFilterBeamformer, das, envelope, log_compress
-from .geometry import ImageGrid, paper_grid, picmus_plane_wave, picmus_probe
-from .io import ChannelData, save_images_hdf5, write_ustb_channel_data
-from .metrics import contrast_metrics
-from .operators import SeparableBlur
-from .outputs import refuse_overwrite, write_text_atomic
-from .phantoms import add_noise, occlusion_disks, occlusion_phantom, speckle
-from .plotting import save_bmode_figure
+from drus.sampling.config import SamplerConfig
+from drus.physics.beamform import MatchedFilterBeamformer, das, envelope, log_compress
+from drus.physics.geometry import ImageGrid, paper_grid, picmus_plane_wave, picmus_probe
+from drus.datasets.io import ChannelData, save_images_hdf5, write_ustb_channel_data
+from drus.evaluation.metrics import contrast_metrics
+from drus.physics.operators import SeparableBlur
+from drus.outputs import refuse_overwrite, write_text_atomic
+from drus.physics.phantoms import add_noise, occlusion_disks, occlusion_phantom, speckle
+from drus.plotting import save_bmode_figure
 
 __all__ = ["DemoResult", "run_demo", "plane_wave_panel", "DEMO_FILES"]
 
@@ -122,10 +122,10 @@ def run_demo(
     (:class:`drus.outputs.OutputExistsError`).
     ``plane_wave``: add the plane-wave panel (:func:`plane_wave_panel`) with ``plane_wave_size`` pixels
     along its depth (96: 64 × 96 unknowns); ``cache_dir``/``cache``: where its decomposition of ``BH``
-    is cached (default: :func:`drus.decompose.default_cache_dir`, as ``drus reconstruct``).
+    is cached (default: :func:`drus.physics.decompose.default_cache_dir`, as ``drus reconstruct``).
     """
-    from .reconstruct import load_prior, reconstruct
-    from .train import resolve_device
+    from drus.sampling.reconstruct import load_prior, reconstruct
+    from drus.training.train import resolve_device
 
     out = Path(out_dir)
     n_samples = (4 if quick else 10) if n_samples is None else int(n_samples)
@@ -231,7 +231,7 @@ def plane_wave_panel(
     1. Echogenicity 1 with the anechoic :data:`PW_CYSTS`, speckle ``o = m ⊙ p`` plus the point targets
        :data:`PW_POINTS` (amplitude :data:`PW_POINT_AMPLITUDE`) on a grid with half the pixel size of
        the reconstruction grid (the unknowns never coincide with the simulated scatterers) → channel
-       data of the PICMUS L11-4v probe's 0° plane wave (:class:`drus.forward.PlaneWaveModel`, the
+       data of the PICMUS L11-4v probe's 0° plane wave (:class:`drus.physics.forward.PlaneWaveModel`, the
        PICMUS pulse) + white noise ``γ·max|y|`` → ``plane_wave_acquisition.h5`` in the minimal layout
        with the probe's nominal f0 and bandwidth (DRUS then models the pulse as a Gaussian: the pulse
        shape does not match exactly, as with a scanner's file).
@@ -253,9 +253,9 @@ def _plane_wave_acquisition(out_dir, *, gamma: float, seed: int, size: int, cach
     """Steps 1–2 of :func:`plane_wave_panel` up to the settled split: the simulated file written and read
     back, the grid, ``H`` and ``B`` built and the predicted cost of the decomposition checked (cheap;
     ``run_demo`` does it before any sampling)."""
-    from .acquisition import Acquisition, plan_decomposition, prepare_acquisition, write_acquisition
-    from .forward import PlaneWaveModel
-    from .phantoms import Disk, render_disks
+    from drus.datasets.acquisition import Acquisition, plan_decomposition, prepare_acquisition, write_acquisition
+    from drus.physics.forward import PlaneWaveModel
+    from drus.physics.phantoms import Disk, render_disks
 
     if int(size) != size or size < 16:
         raise ValueError(f"plane_wave_size must be an integer ≥ 16 (pixels along the depth), got {size!r}")
@@ -294,9 +294,9 @@ def _plane_wave_acquisition(out_dir, *, gamma: float, seed: int, size: int, cach
 def _plane_wave_reconstruction(plan: dict, *, model, n_samples: int, n_steps: int, seed: int, device,
                                progress: bool) -> tuple[dict, list, object, dict]:
     """Steps 2–3 of :func:`plane_wave_panel`: ``BH`` decomposed, σ0, DDRM samples, scores, figure, file."""
-    from .acquisition import reconstruct_acquisition
-    from .phantoms import render_disks
-    from .picmus import method_envelope
+    from drus.datasets.acquisition import reconstruct_acquisition
+    from drus.physics.phantoms import render_disks
+    from drus.datasets.picmus import method_envelope
 
     out, acq, bf, split, cysts, seconds = (plan[k] for k in ("out", "acq", "bf", "split", "cysts", "seconds"))
     sim_grid, noise_std, gamma = plan["sim_grid"], plan["noise_std"], plan["gamma"]

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .beamform import MatchedFilterBeamformer, envelope
-from .config import SamplerConfig
-from .geometry import ImageGrid, array_pitch
-from .phantoms import Disk, PicmusPhantom
+from drus.physics.beamform import MatchedFilterBeamformer, envelope
+from drus.sampling.config import SamplerConfig
+from drus.physics.geometry import ImageGrid, array_pitch
+from drus.physics.phantoms import Disk, PicmusPhantom
 
 __all__ = [
     "PicmusSet",
@@ -161,7 +161,7 @@ def compare_by(ours: np.ndarray, reference: np.ndarray, grid: ImageGrid, phantom
     the images transposed/flipped (a wrong orientation loses the contrast), the correlation of the
     two log-envelopes, and the amplitude ranges.
     """
-    from .metrics import cyst_masks
+    from drus.evaluation.metrics import cyst_masks
 
     def contrast(img):
         env = envelope(img)
@@ -221,8 +221,8 @@ def channel_data_to_by(
 
     Parameters
     ----------
-    channel_data : drus.io.ChannelData
-        RF channel data (:func:`drus.io.read_channel_data`); IQ data are refused.
+    channel_data : drus.datasets.io.ChannelData
+        RF channel data (:func:`drus.datasets.io.read_channel_data`); IQ data are refused.
     beamformer : MatchedFilterBeamformer
         Its probe must have the file's number of elements and pitch.
     by_factor : float
@@ -281,8 +281,8 @@ class PicmusInputs:
     dataset : PicmusSet
     by : DRUS observation ``By`` on the measurement grid (``by_drus/<name>.mat``).
     deno : DENO input, ``By`` normalised to max 1 (``by_deno/<name>.mat``).
-    das : :class:`drus.io.DasReference`, DAS envelopes with 1/3/11/75 plane waves on their own grid.
-    phantom : :class:`drus.phantoms.PicmusPhantom`, the ROIs.
+    das : :class:`drus.datasets.io.DasReference`, DAS envelopes with 1/3/11/75 plane waves on their own grid.
+    phantom : :class:`drus.physics.phantoms.PicmusPhantom`, the ROIs.
     """
 
     dataset: PicmusSet
@@ -297,7 +297,7 @@ def load_picmus_inputs(dataset, *, data_root=None, shape: tuple[int, int] = (256
 
     ``shape`` is the measurement grid's ``(n_z, n_x)`` (256 × 256 for the shared files).
     """
-    from .io import read_das_reference, read_deno_by, read_drus_by
+    from drus.datasets.io import read_das_reference, read_deno_by, read_drus_by
 
     ds = _resolve_set(dataset)
     files = ds.files(data_root)
@@ -326,16 +326,16 @@ def picmus_operator(
 ):
     """``(beamformer, decomposed)``: ``BH`` from ``unknown_size²`` unknowns to the ``By`` grid, decomposed.
 
-    ``geometry`` is ``(probe, wave, grid)``, by default :func:`drus.geometry.picmus` (256 × 256,
+    ``geometry`` is ``(probe, wave, grid)``, by default :func:`drus.physics.geometry.picmus` (256 × 256,
     the grid of the ``By`` files). The unknowns live on the same field of view at ``unknown_size ×
-    unknown_size`` pixels (:func:`drus.geometry.paper_grid`); when that is the measurement grid
-    itself the operator is square. The decomposition is :func:`drus.decompose.decompose_bh`
+    unknown_size`` pixels (:func:`drus.physics.geometry.paper_grid`); when that is the measurement grid
+    itself the operator is square. The decomposition is :func:`drus.physics.decompose.decompose_bh`
     (cached on disk; computed once, minutes on a CPU for 128² unknowns). ``compute_dtype="float32"``
     is the practical choice for 256² unknowns on a CPU (docs/decomposition.md). ``cache=False``
     decomposes in memory only (nothing read from or written to ``cache_dir``).
     """
-    from .decompose import decompose_bh
-    from .geometry import paper_grid, picmus
+    from drus.physics.decompose import decompose_bh
+    from drus.physics.geometry import paper_grid, picmus
 
     n = int(unknown_size)
     if n != unknown_size or n < 2:
@@ -357,7 +357,7 @@ def method_envelope(method: str, image: np.ndarray) -> np.ndarray:
 
     - DAS references are envelope images already: ``|frame|``;
     - DENOmean and DRUSmean are signed RF-like images: envelope by the Hilbert transform along depth
-      (:func:`drus.beamform.envelope`);
+      (:func:`drus.physics.beamform.envelope`);
     - DRUSvar is the sample-variance map ``p̂`` itself: with β = 0.5 it estimates the echogenicity
       ``p``, an amplitude-like quantity (``|o| ∝ p``), so no envelope is taken.
     """
@@ -388,12 +388,12 @@ def score_image(amplitude: np.ndarray, grid: ImageGrid, *, cysts=(), speckle_roi
     """Table I metrics of one amplitude image: ``{metric: [one value per ROI]}``.
 
     - ``cysts`` given: ``gcnr`` and ``cnr`` per cyst (dB image with the −60 dB floor, 256 bins;
-      :func:`drus.metrics.contrast_metrics`) and ``snr`` (μ/σ of the amplitude) per speckle ROI —
+      :func:`drus.evaluation.metrics.contrast_metrics`) and ``snr`` (μ/σ of the amplitude) per speckle ROI —
       ``speckle_rois`` (e.g. :meth:`PicmusPhantom.speckle_boxes`) or, when ``None`` or empty, each
       cyst's outside ring;
     - ``points`` given (non-empty): ``fwhm_axial_mm``, ``fwhm_lateral_mm`` (−6 dB, mm).
     """
-    from .metrics import contrast_metrics, resolution_metrics
+    from drus.evaluation.metrics import contrast_metrics, resolution_metrics
 
     out: dict = {}
     if len(cysts):
@@ -443,14 +443,14 @@ class DatasetResult:
     attrs: dict = dataclasses.field(default_factory=dict)
 
     def save(self, path) -> Path:
-        """HDF5 (:func:`drus.io.save_images_hdf5`) of the samples and every image.
+        """HDF5 (:func:`drus.datasets.io.save_images_hdf5`) of the samples and every image.
 
         ``samples``/``mean``/``var`` (DRUS) are on ``x_axis``/``z_axis`` (the unknown grid, what
-        :func:`drus.io.load_images_hdf5` returns as ``grid``); ``by``, ``deno_input``,
+        :func:`drus.datasets.io.load_images_hdf5` returns as ``grid``); ``by``, ``deno_input``,
         ``deno_samples``, ``deno_mean`` on ``x_axis_image``/``z_axis_image``; ``das_1pw``,
         ``das_75pw`` (envelopes) on ``x_axis_das``/``z_axis_das``.
         """
-        from .io import save_images_hdf5
+        from drus.datasets.io import save_images_hdf5
 
         m = self.methods
         g_u, g_das = m["DRUSmean"].grid, m["DAS 1 PW"].grid
@@ -564,7 +564,7 @@ class PicmusEvaluation:
         matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
 
-        from .metrics import to_db
+        from drus.evaluation.metrics import to_db
 
         names = [n for n in SHORT_NAMES if n in self.datasets]
         fig, axes = plt.subplots(len(names), len(METHODS), figsize=(2.9 * len(METHODS), 3.0 * len(names) + 0.5),
@@ -624,9 +624,9 @@ def evaluate_picmus(
 
     - ``DAS 1 PW``, ``DAS 75 PW``: frames of ``das_reference/<n>.hdf5`` (envelope images, ``|·|``,
       on the file's own grid);
-    - ``DENOmean``: :func:`drus.reconstruct.deno` (DDRM with ``A = I``) on the ``by_deno`` image
+    - ``DENOmean``: :func:`drus.sampling.reconstruct.deno` (DDRM with ``A = I``) on the ``by_deno`` image
       (signed, max-normalised) with ``σ0 = sigma0_deno``, on the ``By`` grid;
-    - ``DRUSmean``, ``DRUSvar``: :func:`drus.reconstruct.reconstruct` with the decomposed ``BH``
+    - ``DRUSmean``, ``DRUSvar``: :func:`drus.sampling.reconstruct.reconstruct` with the decomposed ``BH``
       (``By`` on 256², unknowns on ``unknown_size²`` over the same field of view — rectangular
       unless ``unknown_size == 256``; :func:`picmus_operator`, one decomposition shared by every set)
       on ``By`` (``by_drus``) with ``σ0 = sigma0_drus``; mean and variance (β = 0.5) of the samples.
@@ -635,7 +635,7 @@ def evaluate_picmus(
     and DRUSmean, signed RF-like images → Hilbert envelope along depth; DRUSvar → the variance map
     itself (with β = 0.5 an estimate of the echogenicity, amplitude-like).
 
-    Prior units: each observation is scaled by :func:`drus.data.prior_scale` (the unknown at RMS 0.25, with a
+    Prior units: each observation is scaled by :func:`drus.training.data.prior_scale` (the unknown at RMS 0.25, with a
     noise-inclusive fallback where σ0 exceeds the signal — the resolution sets; recorded per dataset
     as ``scale_source_*``).
 
@@ -647,7 +647,7 @@ def evaluate_picmus(
     Parameters
     ----------
     model : torch.nn.Module
-        The prior (:func:`drus.reconstruct.load_prior`); used for DENO and DRUS.
+        The prior (:func:`drus.sampling.reconstruct.load_prior`); used for DENO and DRUS.
     sets : sequence of str
         PICMUS set names (:data:`PICMUS_SETS`).
     unknown_size : int
@@ -658,7 +658,7 @@ def evaluate_picmus(
         DRUS prior/data split (default: the paper's configuration; DENO always runs with
         ``prior_fraction = 0``).
     threshold : float
-        Decomposition threshold relative to ``s_1`` (:func:`drus.decompose.decompose_bh`).
+        Decomposition threshold relative to ``s_1`` (:func:`drus.physics.decompose.decompose_bh`).
     compute_dtype : {"float64", "float32"}
         dtype of the decomposition (:func:`picmus_operator`).
     device : str or torch.device
@@ -671,15 +671,15 @@ def evaluate_picmus(
         If given, each dataset's HDF5 is written as soon as it is done, and everything
         (:meth:`PicmusEvaluation.save`) at the end.
     geometry : (probe, wave, grid), optional
-        Measurement geometry (default :func:`drus.geometry.picmus` ``(256)``); the files are read on
+        Measurement geometry (default :func:`drus.physics.geometry.picmus` ``(256)``); the files are read on
         ``grid.shape``. For tests on small grids.
     decomposed : DecomposedBH, optional
         A ready operator (its ``out_shape`` must be the measurement grid's shape); skips
         :func:`picmus_operator`.
     sigma0_from_data : bool
-        DRUS: the noise level from :func:`drus.noise.estimate_sigma0` instead of the paper's σ0.
+        DRUS: the noise level from :func:`drus.sampling.noise.estimate_sigma0` instead of the paper's σ0.
 
-    ``DRUSvar pooled`` (:func:`drus.estimators.drus_var_pooled`, one DAS resolution cell) is scored
+    ``DRUSvar pooled`` (:func:`drus.sampling.estimators.drus_var_pooled`, one DAS resolution cell) is scored
     from the same samples, beside the paper's DRUSvar.
 
     Returns
@@ -688,9 +688,9 @@ def evaluate_picmus(
     """
     import torch
 
-    from .estimators import pool_window
-    from .geometry import picmus
-    from .reconstruct import deno, reconstruct
+    from drus.sampling.estimators import pool_window
+    from drus.physics.geometry import picmus
+    from drus.sampling.reconstruct import deno, reconstruct
 
     names = [sets] if isinstance(sets, str) else list(sets)
     if not names:
@@ -717,7 +717,7 @@ def evaluate_picmus(
         "measurement_grid": list(grid.shape), "unknown_grid": list(unknown_grid.shape),
         "decomposition": {"seconds": seconds_decomposition, "n_kept": int(decomposed.n_kept), "s1": float(decomposed.s1),
                           "key": decomposed.metadata.get("key")},
-        "sigma0_drus": "estimated from the data (drus.noise)" if sigma0_from_data else "the paper's",
+        "sigma0_drus": "estimated from the data (drus.sampling.noise)" if sigma0_from_data else "the paper's",
         "pool_window_px": pool_window(unknown_grid),
     }
     common = dict(model=model, sampler=sampler, device=device, progress=progress)
@@ -744,7 +744,7 @@ def evaluate_picmus(
         t = time.perf_counter()
         sigma0, sigma0_source = ds.sigma0_drus, "paper"
         if sigma0_from_data:
-            from .noise import estimate_sigma0
+            from drus.sampling.noise import estimate_sigma0
 
             sigma0, sigma0_source = estimate_sigma0(decomposed, inp.by)
         rec = reconstruct(decomposed, inp.by, sigma0=sigma0, **common)

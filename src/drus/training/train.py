@@ -9,9 +9,9 @@ Optimiser AdamW, linear warm-up, gradient clipping, an exponential moving averag
 weights, bf16 autocast on CUDA, and checkpoints with full resume: ``<out>/state.pt`` holds model, EMA,
 optimiser, generator state and step as tensors and plain data only (loaded with ``weights_only=True``
 onto the CPU: a file with any other pickled object is refused, never run); ``<out>/prior.safetensors`` + ``prior.json`` hold the EMA weights in drus's own
-checkpoint format (:mod:`drus.checkpoint`). A log line per ``log_every`` steps goes to ``train.log``.
+checkpoint format (:mod:`drus.models.checkpoint`). A log line per ``log_every`` steps goes to ``train.log``.
 
-Images follow the normalisation convention of :mod:`drus.data` (RMS 0.25).
+Images follow the normalisation convention of :mod:`drus.training.data` (RMS 0.25).
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import load_checkpoint, load_guided_diffusion, save_checkpoint
-from .data import make_source
-from .outputs import atomic_write, write_text_atomic
-from .schedule import NoiseSchedule
-from .unet import UNet, UNetConfig, convert_to_single_channel
+from drus.models.checkpoint import load_checkpoint, load_guided_diffusion, save_checkpoint
+from drus.training.data import make_source
+from drus.outputs import atomic_write, write_text_atomic
+from drus.sampling.schedule import NoiseSchedule
+from drus.models.unet import UNet, UNetConfig, convert_to_single_channel
 
 __all__ = ["TrainConfig", "train", "diffusion_loss", "resolve_device", "DEFAULT_PRIOR_MODEL"]
 
@@ -90,7 +90,7 @@ class TrainConfig:
         Output folder (checkpoints, log, exported prior). Re-running with the same folder resumes.
     data : str
         ``"synthetic"`` (speckle over random echogenicity maps), ``"beamformed"``
-        (:class:`drus.data.BeamformedSpeckle`: beamformed-RF-like images on the 128² DRUS grid) or a
+        (:class:`drus.training.data.BeamformedSpeckle`: beamformed-RF-like images on the 128² DRUS grid) or a
         folder of images.
     steps : int
         Total optimisation steps.
@@ -108,12 +108,12 @@ class TrainConfig:
     psf_std_px : float or None
         Gaussian blur of synthetic images (pixels).
     model : dict
-        :class:`drus.unet.UNetConfig` fields for a new network, over :meth:`UNetConfig.small`
+        :class:`drus.models.unet.UNetConfig` fields for a new network, over :meth:`UNetConfig.small`
         (default: :data:`DEFAULT_PRIOR_MODEL`; ignored when ``init_from`` is set).
     init_from : str or None
         A drus prior (``.safetensors``/``.json``, e.g. the shipped one) or a guided-diffusion ``.pt``
         checkpoint to fine-tune (3-channel nets are converted to 1 channel
-        by :func:`drus.unet.convert_to_single_channel`).
+        by :func:`drus.models.unet.convert_to_single_channel`).
     init_config : dict or None
         The architecture of ``init_from`` (:class:`UNetConfig` fields); default: OpenAI's
         ``256x256_diffusion_uncond`` configuration, the one DRUS fine-tunes.
@@ -313,7 +313,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
                 "data": cfg.data,
                 "image_size": cfg.image_size,
                 "batch_size": cfg.batch_size,
-                "normalisation": "RMS 0.25 (drus.data)",
+                "normalisation": "RMS 0.25 (drus.training.data)",
                 "noise_schedule": schedule.to_dict(),
                 "train_config": dataclasses.asdict(cfg),
             },

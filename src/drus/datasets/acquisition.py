@@ -7,12 +7,12 @@ and the pulse-echo centre frequency and bandwidth when the file knows them).
 Readers (:func:`read_acquisition` picks one from the file's content)
 --------------------------------------------------------------------
 =============================  ==================================================================
-PICMUS / USTB UFF (HDF5)       group ``US/US_DATASET0000`` (:func:`drus.io.read_ustb_channel_data`)
+PICMUS / USTB UFF (HDF5)       group ``US/US_DATASET0000`` (:func:`drus.datasets.io.read_ustb_channel_data`)
 Verasonics-style ``.mat``      ``RF1`` (or ``RF``) ``(n_samples, n_elements, n_tx)`` and the
                                struct ``param1`` (or ``param``) with ``fs``, ``c``, ``pitch``,
                                ``TXangle`` (rad) and optionally ``t0`` (s, from the first firing);
-                               8-bit data: float minus the mean (:func:`drus.io.read_gammex`)
-Field II (pybf HDF5)           ``data/rf_data/frame_1/shot_<k>`` (:func:`drus.io.read_fieldii_dataset`)
+                               8-bit data: float minus the mean (:func:`drus.datasets.io.read_gammex`)
+Field II (pybf HDF5)           ``data/rf_data/frame_1/shot_<k>`` (:func:`drus.datasets.io.read_fieldii_dataset`)
 minimal layout (.h5 / .npz)    the keys of :data:`MINIMAL_LAYOUT` (:func:`write_acquisition`)
 =============================  ==================================================================
 
@@ -28,16 +28,16 @@ The minimal layout is the one to write from any scanner or simulator::
     f0             scalar, optional         pulse-echo centre frequency, Hz
     bandwidth      scalar, optional         pulse-echo fractional −6 dB bandwidth (e.g. 0.67)
 
-Time conventions: inside drus (:class:`drus.geometry.PlaneWave`, :attr:`Acquisition.t0`) time 0 is the
+Time conventions: inside drus (:class:`drus.physics.geometry.PlaneWave`, :attr:`Acquisition.t0`) time 0 is the
 moment the wavefront passes the origin ``x = z = 0``; scanners count from the first element's firing.
-The two differ by :func:`drus.forward.first_firing_time` (``(aperture/2)·|sin θ|/c`` for a centred
+The two differ by :func:`drus.physics.forward.first_firing_time` (``(aperture/2)·|sin θ|/c`` for a centred
 array, 0 at 0°), converted once, in the readers.
 
 Physics (:meth:`Acquisition.beamformer`): ``H`` and ``B`` for the file's element positions, angle and
 t0 on any grid (:func:`default_grid`: the insonified field of view at λ/2 pixels, capped by
-:data:`DEFAULT_MAX_UNKNOWNS`); the pulse is :func:`drus.pulse.gaussian_pulse` at the file's centre
+:data:`DEFAULT_MAX_UNKNOWNS`); the pulse is :func:`drus.physics.pulse.gaussian_pulse` at the file's centre
 frequency and bandwidth or, when the file has none, at those of the channel data's spectrum
-(:func:`drus.pulse.estimate_spectrum`, logged). :func:`decomposition_cost` predicts the time and
+(:func:`drus.physics.pulse.estimate_spectrum`, logged). :func:`decomposition_cost` predicts the time and
 peak memory of the exact decomposition of ``BH`` before it starts.
 
 The path of ``drus reconstruct FILE`` as library calls (``drus demo``'s plane-wave panel takes it too)::
@@ -60,9 +60,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .forward import first_firing_time
-from .geometry import ImageGrid, LinearProbe, PlaneWave, array_pitch
-from .io import (
+from drus.physics.forward import first_firing_time
+from drus.physics.geometry import ImageGrid, LinearProbe, PlaneWave, array_pitch
+from drus.datasets.io import (
     ChannelData,
     DataFileError,
     _existing,
@@ -74,7 +74,7 @@ from .io import (
     read_ustb_channel_data,
     USTB_DATASET,
 )
-from .pulse import PulseEcho, estimate_spectrum, gaussian_pulse
+from drus.physics.pulse import PulseEcho, estimate_spectrum, gaussian_pulse
 
 __all__ = [
     "Acquisition",
@@ -140,7 +140,7 @@ class Acquisition:
         ``c`` in m/s.
     t0 : float
         Time of sample 0 in s relative to the moment the wavefront passes the origin (drus'
-        convention, :class:`~drus.geometry.PlaneWave`); sample ``k`` is at ``t0 + k / fs``.
+        convention, :class:`~drus.physics.geometry.PlaneWave`); sample ``k`` is at ``t0 + k / fs``.
     angle : float
         Steering angle in rad, in (−π/2, π/2).
     center_frequency, bandwidth : float, optional
@@ -223,7 +223,7 @@ class Acquisition:
         """This acquisition with ``center_frequency`` and ``bandwidth`` filled in.
 
         Values from the file are kept; missing ones come from the channel data's spectrum
-        (:func:`drus.pulse.estimate_spectrum`), and the estimate is logged.
+        (:func:`drus.physics.pulse.estimate_spectrum`), and the estimate is logged.
         """
         if self.center_frequency is not None and self.bandwidth is not None:
             return self
@@ -236,24 +236,24 @@ class Acquisition:
 
     # -- physics ---------------------------------------------------------------------------------
     def probe(self, *, name: str = "linear") -> LinearProbe:
-        """The :class:`~drus.geometry.LinearProbe` at :attr:`element_x` (needs f0 and bandwidth)."""
+        """The :class:`~drus.physics.geometry.LinearProbe` at :attr:`element_x` (needs f0 and bandwidth)."""
         acq = self.with_spectrum()
         return LinearProbe.from_positions(self.element_x, center_frequency=acq.center_frequency,
                                           bandwidth=acq.bandwidth, name=name)
 
     def plane_wave(self) -> PlaneWave:
-        """The :class:`~drus.geometry.PlaneWave`: fs, c, angle, t0 and the record length."""
+        """The :class:`~drus.physics.geometry.PlaneWave`: fs, c, angle, t0 and the record length."""
         return PlaneWave(self.sampling_frequency, self.sound_speed, self.angle, self.t0, self.n_samples)
 
     def pulse(self) -> PulseEcho:
-        """The two-way pulse: :func:`drus.pulse.gaussian_pulse` at the pulse-echo f0 and bandwidth."""
+        """The two-way pulse: :func:`drus.physics.pulse.gaussian_pulse` at the pulse-echo f0 and bandwidth."""
         acq = self.with_spectrum()
         return gaussian_pulse(center_frequency=acq.center_frequency, bandwidth=acq.bandwidth,
                               sampling_frequency=self.sampling_frequency)
 
     def beamformer(self, grid: ImageGrid, *, unknown_grid: ImageGrid | None = None, dtype=np.float32):
-        """``H``, ``B`` and ``BH`` of this acquisition on ``grid`` (:class:`~drus.beamform.MatchedFilterBeamformer`)."""
-        from .beamform import MatchedFilterBeamformer
+        """``H``, ``B`` and ``BH`` of this acquisition on ``grid`` (:class:`~drus.physics.beamform.MatchedFilterBeamformer`)."""
+        from drus.physics.beamform import MatchedFilterBeamformer
 
         return MatchedFilterBeamformer(self.probe(), self.plane_wave(), grid, unknown_grid=unknown_grid,
                                        pulse=self.pulse(), dtype=dtype)
@@ -279,7 +279,7 @@ class Acquisition:
         bandwidth: float | None = None,
         spectrum_source: str = "",
     ) -> "Acquisition":
-        """Transmit ``index`` of a multi-transmit :class:`~drus.io.ChannelData` (RF, linear array at z = 0)."""
+        """Transmit ``index`` of a multi-transmit :class:`~drus.datasets.io.ChannelData` (RF, linear array at z = 0)."""
         cd = channel_data
         path = cd.source or "channel data"
         if cd.is_iq:
@@ -338,14 +338,14 @@ def read_minimal_acquisition(path: PathLike) -> Acquisition:
             raise DataFileError(p, "<file>", f"is not a readable .npz archive ({err})") from err
     else:
         if not h5py.is_hdf5(p):
-            raise DataFileError(p, "<file>", "is neither HDF5 nor .npz; write the minimal layout with drus.acquisition.write_acquisition")
+            raise DataFileError(p, "<file>", "is neither HDF5 nor .npz; write the minimal layout with drus.datasets.acquisition.write_acquisition")
         with h5py.File(p, "r") as f:
             for key in MINIMAL_LAYOUT:
                 if key in f:
                     values[key] = _h5_array(f, key, p, expected=MINIMAL_LAYOUT[key][1])
     for key, (required, meaning) in MINIMAL_LAYOUT.items():
         if required and key not in values:
-            raise DataFileError(p, key, f"is missing; expected {meaning} (see drus.acquisition.MINIMAL_LAYOUT)")
+            raise DataFileError(p, key, f"is missing; expected {meaning} (see drus.datasets.acquisition.MINIMAL_LAYOUT)")
     y = values["channel_data"]
     if y.ndim != 2 or min(y.shape) < 2:
         raise DataFileError(p, "channel_data", f"has shape {y.shape}; expected [n_samples, n_elements] of one transmit")
@@ -398,8 +398,8 @@ def write_acquisition(path: PathLike, acquisition: Acquisition) -> Path:
             with h5py.File(tmp, "w") as f:
                 for k, v in data.items():
                     f.create_dataset(k, data=np.asarray(v))
-                f.attrs["layout"] = "drus minimal plane-wave acquisition (drus.acquisition.MINIMAL_LAYOUT)"
-    from .outputs import atomic_write  # atomically, with the permissions of an ordinary new file
+                f.attrs["layout"] = "drus minimal plane-wave acquisition (drus.datasets.acquisition.MINIMAL_LAYOUT)"
+    from drus.outputs import atomic_write  # atomically, with the permissions of an ordinary new file
 
     return atomic_write(target, write)
 
@@ -469,7 +469,7 @@ def read_acquisition(path: PathLike, *, angle: float | None = None) -> Acquisiti
         if kind is None:
             raise DataFileError(
                 p, "channel_data", f"is missing, and so are '{USTB_DATASET}' (PICMUS/USTB) and 'data/rf_data' (Field II); "
-                f"the file holds {top}. Write the minimal layout (drus.acquisition.MINIMAL_LAYOUT) or a UFF file")
+                f"the file holds {top}. Write the minimal layout (drus.datasets.acquisition.MINIMAL_LAYOUT) or a UFF file")
         if kind == "minimal":
             acq = read_minimal_acquisition(p)
         elif kind == "ustb":
@@ -614,7 +614,7 @@ def decomposition_cost(
     split: str,
     compute_dtype: str = "float64",
 ) -> DecompositionCost:
-    """Predict the time and peak memory of :func:`drus.decompose.decompose_bh` before it starts.
+    """Predict the time and peak memory of :func:`drus.physics.decompose.decompose_bh` before it starts.
 
     Parameters
     ----------
@@ -658,7 +658,7 @@ def decomposition_cost(
 def likely_split(beamformer) -> str:
     """``"flip"`` when the geometry looks flip-symmetric (0° wave, grids and probe symmetric about x = 0),
     else ``"none"``, without building ``H`` or ``B`` (for :func:`decomposition_cost` before any work;
-    :func:`drus.decompose.resolve_split` then confirms it numerically)."""
+    :func:`drus.physics.decompose.resolve_split` then confirms it numerically)."""
     m = beamformer.model
 
     def symmetric(x) -> bool:
@@ -676,7 +676,7 @@ def check_memory(cost: DecompositionCost, *, available: float | None = None, mat
     ``matrices_only``: check only what building ``H`` and ``B`` needs (no decomposition).
     """
     if available is None:
-        from .decompose import _available_memory
+        from drus.physics.decompose import _available_memory
 
         available = _available_memory()
     if matrices_only and cost.matrix_bytes > available:
@@ -736,8 +736,8 @@ def plan_decomposition(beamformer, *, compute_dtype: str = "float64", threshold:
                        cache: bool = True, report=None) -> str:
     """Report the predicted time and peak memory of decomposing ``BH`` and refuse what cannot fit
     (:func:`check_memory`), before ``H`` and ``B`` are built; then build them, settle the split
-    (:func:`drus.decompose.resolve_split`) and say whether the decomposition is cached. Returns the split."""
-    from .decompose import _paths, cache_key, default_cache_dir, FlipSplit, NoSplit, resolve_split
+    (:func:`drus.physics.decompose.resolve_split`) and say whether the decomposition is cached. Returns the split."""
+    from drus.physics.decompose import _paths, cache_key, default_cache_dir, FlipSplit, NoSplit, resolve_split
 
     bf = beamformer
     cost = decomposition_cost(bf, split=likely_split(bf), compute_dtype=compute_dtype)
@@ -764,10 +764,10 @@ class AcquisitionReconstruction:
     ----------
     acquisition, beamformer : the inputs.
     by : ``B y``, the observation DRUS reconstructs. das : single-plane-wave DAS (RF) on the same grid.
-    operator : the decomposed ``BH`` (:class:`drus.decompose.DecomposedBH`).
+    operator : the decomposed ``BH`` (:class:`drus.physics.decompose.DecomposedBH`).
     sigma0, sigma0_source : the noise level DDRM was given and where it came from.
-    reconstruction : :class:`drus.reconstruct.Reconstruction` (samples, DRUSmean, DRUSvar).
-    var_pooled : pooled DRUSvar over one DAS resolution cell (:func:`drus.estimators.pool_window`),
+    reconstruction : :class:`drus.sampling.reconstruct.Reconstruction` (samples, DRUSmean, DRUSvar).
+    var_pooled : pooled DRUSvar over one DAS resolution cell (:func:`drus.sampling.estimators.pool_window`),
         ``None`` with one sample.
     pool_window : its side in pixels.
     attrs : provenance for the output file (angle, pulse, σ0 and its source, split, decomposition key…).
@@ -808,22 +808,22 @@ def reconstruct_acquisition(
 ) -> AcquisitionReconstruction:
     """DRUS on one plane-wave acquisition: the path of ``drus reconstruct FILE --method drus-*``.
 
-    ``B y`` and DAS on ``beamformer.grid`` → the decomposed ``BH`` (:func:`drus.decompose.decompose_bh`,
-    cached) → σ0 from the data (:func:`drus.noise.estimate_sigma0`) unless given, with the channel-data
-    cross-check (:func:`drus.noise.channel_noise`, reported and saved, not used) → ``n_samples`` DDRM
-    samples (``sampler``, a :class:`drus.config.SamplerConfig`; default :meth:`SamplerConfig.drus`:
+    ``B y`` and DAS on ``beamformer.grid`` → the decomposed ``BH`` (:func:`drus.physics.decompose.decompose_bh`,
+    cached) → σ0 from the data (:func:`drus.sampling.noise.estimate_sigma0`) unless given, with the channel-data
+    cross-check (:func:`drus.sampling.noise.channel_noise`, reported and saved, not used) → ``n_samples`` DDRM
+    samples (``sampler``, a :class:`drus.sampling.config.SamplerConfig`; default :meth:`SamplerConfig.drus`:
     the sampler's σ0 regularised by :data:`drus.defaults.PRIOR_FRACTION`) → DRUSmean, DRUSvar and the
     pooled DRUSvar.
 
     ``split``: the split :func:`plan_decomposition` settled (run it first to get the cost checks);
     ``None`` plans here. ``report`` receives the lines ``drus reconstruct`` prints.
     """
-    from .beamform import das
-    from .config import SamplerConfig
-    from .decompose import decompose_bh
-    from .estimators import pool_window
-    from .noise import channel_noise, channel_noise_in_by, estimate_sigma0
-    from .reconstruct import reconstruct
+    from drus.physics.beamform import das
+    from drus.sampling.config import SamplerConfig
+    from drus.physics.decompose import decompose_bh
+    from drus.sampling.estimators import pool_window
+    from drus.sampling.noise import channel_noise, channel_noise_in_by, estimate_sigma0
+    from drus.sampling.reconstruct import reconstruct
 
     acq, bf = acquisition.with_spectrum(), beamformer
     sampler = SamplerConfig.drus() if sampler is None else sampler

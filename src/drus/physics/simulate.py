@@ -1,6 +1,6 @@
 """Channel-data simulation: ``y = H o + n`` with drus's own model, or PyMUST's ``simus``.
 
-``simulate_channel_data`` uses the sparse forward model of :mod:`drus.forward` (the same ``H`` DRUS
+``simulate_channel_data`` uses the sparse forward model of :mod:`drus.physics.forward` (the same ``H`` DRUS
 inverts, so it is the "inverse crime" setting used for controlled experiments). ``simulate_pymust``
 calls PyMUST's independent frequency-domain simulator (optional extra ``drus[sim]``) on a scatterer
 list; the two agree on times of flight (``tests/test_physics.py``).
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .forward import PlaneWaveModel
-from .geometry import LinearProbe, PlaneWave
-from .phantoms import add_noise
+from drus.physics.forward import PlaneWaveModel
+from drus.physics.geometry import LinearProbe, PlaneWave
+from drus.physics.phantoms import add_noise
 
 __all__ = ["simulate_channel_data", "simulate_pymust"]
 

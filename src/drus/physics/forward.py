@@ -13,9 +13,9 @@ delayed by ``τ(r, e) = τ_tx(r) + τ_rx(r, e)``::
   (docs/method.md §3); in the insonified zone of a steered wave it equals ``(x sin θ + z cos θ) / c``.
 - receive delay ``τ_rx = |r − r_e| / c``.
 - time origin: ``t = 0`` when the wavefront passes the probe centre; sample ``k`` is at
-  ``t0 + k / fs`` (:class:`drus.geometry.PlaneWave`).
+  ``t0 + k / fs`` (:class:`drus.physics.geometry.PlaneWave`).
 - fractional delays are rounded to 1/``oversampling`` of a sample and looked up in the pulse's
-  polyphase table (:meth:`drus.pulse.PulseEcho.polyphase`).
+  polyphase table (:meth:`drus.physics.pulse.PulseEcho.polyphase`).
 
 The sparse matrix stores rows element-major (row ``e · n_samples + k``: the paper's
 ``y = [y_1ᵀ … y_Lᵀ]ᵀ``) and columns in image C order (``iz · n_x + ix``). Use
@@ -30,8 +30,8 @@ from functools import cached_property
 import numpy as np
 import scipy.sparse as sp
 
-from .geometry import ImageGrid, LinearProbe, PlaneWave
-from .pulse import PulseEcho, picmus_pulse
+from drus.physics.geometry import ImageGrid, LinearProbe, PlaneWave
+from drus.physics.pulse import PulseEcho, picmus_pulse
 
 __all__ = ["transmit_delay", "receive_delay", "first_firing_time", "steered_plane_wave_delay", "PlaneWaveModel"]
 
@@ -105,9 +105,9 @@ class PlaneWaveModel:
     Parameters
     ----------
     probe, wave, grid :
-        Probe, transmit event and image grid (:mod:`drus.geometry`).
+        Probe, transmit event and image grid (:mod:`drus.physics.geometry`).
     pulse : PulseEcho, optional
-        Two-way pulse; defaults to :func:`drus.pulse.picmus_pulse` at ``wave.sampling_frequency``.
+        Two-way pulse; defaults to :func:`drus.physics.pulse.picmus_pulse` at ``wave.sampling_frequency``.
     aperture_upsampling : int
         Virtual sources per element pitch for the transmit delay (4, docs/method.md §3).
     dtype :
@@ -116,7 +116,7 @@ class PlaneWaveModel:
     Notes
     -----
     ``H`` is built once, vectorised over blocks of pixels, and cached on the instance
-    (:attr:`H`). The receive beamformer ``B`` that goes with it lives in :mod:`drus.beamform`.
+    (:attr:`H`). The receive beamformer ``B`` that goes with it lives in :mod:`drus.physics.beamform`.
     """
 
     def __init__(

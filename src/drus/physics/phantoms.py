@@ -1,7 +1,7 @@
 """Numerical phantoms: echogenicity maps, speckle reflectivity, additive noise, PICMUS phantom files.
 
-Everything here follows the conventions of :mod:`drus.geometry`: images are ``[n_z, n_x]`` float32
-arrays (depth down, lateral right, C order) on an :class:`~drus.geometry.ImageGrid`, and physical
+Everything here follows the conventions of :mod:`drus.physics.geometry`: images are ``[n_z, n_x]`` float32
+arrays (depth down, lateral right, C order) on an :class:`~drus.physics.geometry.ImageGrid`, and physical
 quantities are in SI units (m).
 
 Vocabulary (paper eq. (1), docs/method.md §2 and §5)
@@ -34,7 +34,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from drus.geometry import ImageGrid
+from drus.physics.geometry import ImageGrid
 
 __all__ = [
     "Disk",
@@ -79,7 +79,7 @@ def _make_rng(seed, rng) -> np.random.Generator:
 
 def _check_grid(grid) -> ImageGrid:
     if not isinstance(grid, ImageGrid):
-        raise TypeError(f"grid must be a drus.geometry.ImageGrid, got {type(grid).__name__}")
+        raise TypeError(f"grid must be a drus.physics.geometry.ImageGrid, got {type(grid).__name__}")
     return grid
 
 
@@ -195,7 +195,7 @@ def occlusion_phantom(
     Parameters
     ----------
     grid : ImageGrid
-        Image grid (the paper uses :func:`drus.geometry.paper_grid`).
+        Image grid (the paper uses :func:`drus.physics.geometry.paper_grid`).
     radius, centers_x, centers_z : see :func:`occlusion_disks` (m).
     background : float
         Echogenicity outside the disks (1.0).

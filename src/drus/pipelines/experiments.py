@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import SamplerConfig
-from .geometry import paper_grid
-from .metrics import contrast_metrics, mean_std, resolution_metrics
-from .operators import SeparableBlur
-from .phantoms import add_noise, occlusion_disks, occlusion_phantom, scatterer_phantom, scatterer_points, speckle
-from .reconstruct import reconstruct
+from drus.sampling.config import SamplerConfig
+from drus.physics.geometry import paper_grid
+from drus.evaluation.metrics import contrast_metrics, mean_std, resolution_metrics
+from drus.physics.operators import SeparableBlur
+from drus.physics.phantoms import add_noise, occlusion_disks, occlusion_phantom, scatterer_phantom, scatterer_points, speckle
+from drus.sampling.reconstruct import reconstruct
 
 __all__ = ["NumericalStudy", "occlusion_study", "scatterer_study", "format_table"]
 
@@ -120,9 +120,9 @@ def format_table(study: NumericalStudy) -> str:
 
 def save_study(study: NumericalStudy, out_dir) -> list[Path]:
     """Write ``<phantom>.json``, ``<phantom>.md`` (table) and ``<phantom>.png`` (first realisation)."""
-    from .metrics import to_db
-    from .outputs import write_text_atomic
-    from .plotting import save_bmode_figure
+    from drus.evaluation.metrics import to_db
+    from drus.outputs import write_text_atomic
+    from drus.plotting import save_bmode_figure
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ Dhariwal & Nichol (2021) [1]_, itself built on the improved-DDPM UNet of Nichol 
 (2021) [2]_. Module structure and ``state_dict`` key names/shapes are identical to the public
 guided-diffusion ``UNetModel``, so its checkpoints (e.g. ``256x256_diffusion_uncond.pt``, the
 network the DRUS paper fine-tunes, docs/method.md §6) load strictly with
-:func:`drus.checkpoint.load_guided_diffusion`.
+:func:`drus.models.checkpoint.load_guided_diffusion`.
 
 Architecture in one paragraph
 -----------------------------

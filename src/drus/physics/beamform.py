@@ -21,9 +21,9 @@ import scipy.signal
 import scipy.sparse as sp
 import torch
 
-from .forward import PlaneWaveModel, receive_delay, transmit_delay
-from .geometry import ImageGrid, LinearProbe, PlaneWave
-from .operators import LinearOperator
+from drus.physics.forward import PlaneWaveModel, receive_delay, transmit_delay
+from drus.physics.geometry import ImageGrid, LinearProbe, PlaneWave
+from drus.physics.operators import LinearOperator
 
 __all__ = [
     "tukey",
@@ -66,7 +66,7 @@ def receive_apodization(
 
 
 class SparseOperator(LinearOperator):
-    """A product of scipy sparse matrices as a drus :class:`~drus.operators.LinearOperator`.
+    """A product of scipy sparse matrices as a drus :class:`~drus.physics.operators.LinearOperator`.
 
     ``apply(x) = M_k ⋯ M_1 x`` on tensors ``[..., *in_shape]``; the sparse products run in scipy
     (CPU) and the result comes back on the input's device and dtype.
@@ -96,7 +96,7 @@ class MatchedFilterBeamformer:
     Parameters
     ----------
     probe, wave, grid :
-        Acquisition and image grid (:mod:`drus.geometry`).
+        Acquisition and image grid (:mod:`drus.physics.geometry`).
     f_number : float
         Receive f-number (1.4 in the paper).
     alpha : float
@@ -106,11 +106,11 @@ class MatchedFilterBeamformer:
         ``B y`` on the fine ``grid``, ``o`` on a coarser grid; ``BH`` is then ``[n_z·n_x, n_u]``).
         By default the unknown lives on ``grid``.
     **model_kwargs :
-        Passed to :class:`drus.forward.PlaneWaveModel` (``pulse``, ``aperture_upsampling``, ``dtype``).
+        Passed to :class:`drus.physics.forward.PlaneWaveModel` (``pulse``, ``aperture_upsampling``, ``dtype``).
 
     Examples
     --------
-    >>> from drus.geometry import picmus
+    >>> from drus.physics.geometry import picmus
     >>> probe, wave, grid = picmus(64)
     >>> bf = MatchedFilterBeamformer(probe, wave, grid)
     >>> y = bf.model.simulate(reflectivity)          # [n_samples, n_elements]
@@ -148,7 +148,7 @@ class MatchedFilterBeamformer:
 
     @property
     def H(self) -> sp.csc_matrix:
-        """``[n_elements·n_samples, N_unknown]`` forward matrix on the unknown grid (:mod:`drus.forward`)."""
+        """``[n_elements·n_samples, N_unknown]`` forward matrix on the unknown grid (:mod:`drus.physics.forward`)."""
         return self.unknown_model.H
 
     @cached_property
@@ -160,7 +160,7 @@ class MatchedFilterBeamformer:
         """``B y``: channel data ``[n_samples, n_elements]`` → image ``[n_z, n_x]``."""
         y = self.model.channel_vector(channel_data)
         if np.iscomplexobj(y):
-            raise TypeError("channel_data is complex (IQ); B acts on real RF channel data — use drus.beamform.das "
+            raise TypeError("channel_data is complex (IQ); B acts on real RF channel data — use drus.physics.beamform.das "
                             "for IQ data")
         if not np.all(np.isfinite(y)):
             raise ValueError("channel_data contains NaN or inf")
@@ -249,8 +249,8 @@ def envelope(image: np.ndarray, *, axis: int = 0) -> np.ndarray:
 
 
 def log_compress(amplitude: np.ndarray, *, dynamic_range: float = 60.0) -> np.ndarray:
-    """``20·log10(A / max A)`` clipped to ``[−dynamic_range, 0]`` dB: :func:`drus.metrics.to_db`, float64."""
-    from .metrics import to_db
+    """``20·log10(A / max A)`` clipped to ``[−dynamic_range, 0]`` dB: :func:`drus.evaluation.metrics.to_db`, float64."""
+    from drus.evaluation.metrics import to_db
 
     if not (np.isfinite(dynamic_range) and dynamic_range > 0):
         raise ValueError(f"dynamic_range must be a positive number of dB, got {dynamic_range!r}")

@@ -1,6 +1,6 @@
 """An exact, cached SVD view of the plane-wave operator ``BH`` (docs/decomposition.md).
 
-DDRM (:mod:`drus.ddrm`) works in the SVD basis of ``A = BH = U S Vᵀ``; at the paper's 256 × 256 grid
+DDRM (:mod:`drus.sampling.ddrm`) works in the SVD basis of ``A = BH = U S Vᵀ``; at the paper's 256 × 256 grid
 ``BH`` is a dense 65 536² matrix (docs/decomposition.md: no low-rank or shift-invariant shortcut; the reference
 code keeps dense ``U`` and ``V``, 2 × 16 GiB in float32). This module computes that decomposition
 exactly, with three savings:
@@ -77,9 +77,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from .beamform import MatchedFilterBeamformer, SparseOperator
-from .operators import SVDOperator
-from .outputs import atomic_write, check_writable_dir, write_text_atomic
+from drus.physics.beamform import MatchedFilterBeamformer, SparseOperator
+from drus.physics.operators import SVDOperator
+from drus.outputs import atomic_write, check_writable_dir, write_text_atomic
 
 __all__ = [
     "FORMAT_VERSION",
@@ -854,7 +854,7 @@ class DecomposedBH(SVDOperator):
         if self.floor > threshold:
             msg = (
                 f"threshold {threshold:g} is below the reliable floor {self.floor:.2g} of this decomposition "
-                f"(method/compute dtype, see drus.decompose.reliable_floor): components below the floor are "
+                f"(method/compute dtype, see drus.physics.decompose.reliable_floor): components below the floor are "
                 f"treated as unobserved"
             )
             if threshold > 0:
@@ -1123,8 +1123,8 @@ def decompose_bh(
     Returns
     -------
     DecomposedBH
-        An :class:`~drus.operators.SVDOperator` from ``unknown_grid.shape`` to ``grid.shape`` images
-        for :func:`drus.ddrm.ddrm_sample`.
+        An :class:`~drus.physics.operators.SVDOperator` from ``unknown_grid.shape`` to ``grid.shape`` images
+        for :func:`drus.sampling.ddrm.ddrm_sample`.
 
     Raises
     ------
@@ -1140,7 +1140,7 @@ def decompose_bh(
     if not (math.isfinite(threshold) and 0.0 <= threshold < 1.0):
         raise ValueError(f"threshold must be in [0, 1) (relative to s_1), got {threshold!r}")
     if not isinstance(beamformer, MatchedFilterBeamformer):
-        raise TypeError(f"beamformer must be a drus.beamform.MatchedFilterBeamformer, got {type(beamformer).__name__}")
+        raise TypeError(f"beamformer must be a drus.physics.beamform.MatchedFilterBeamformer, got {type(beamformer).__name__}")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device is 'cuda' but CUDA is not available; use device='cpu'")

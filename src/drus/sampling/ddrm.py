@@ -38,7 +38,7 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
-from drus.schedule import NoiseSchedule
+from drus.sampling.schedule import NoiseSchedule
 
 __all__ = ["DDRMResult", "ddrm_sample"]
 
@@ -89,7 +89,7 @@ def _check_operator(operator) -> None:
                if not hasattr(operator, a)]
     if missing:
         raise TypeError(
-            f"operator must provide the SVD view of drus.operators.SVDOperator; "
+            f"operator must provide the SVD view of drus.physics.operators.SVDOperator; "
             f"{type(operator).__name__} lacks {', '.join(missing)}"
         )
     if len(tuple(operator.in_shape)) != 2:
@@ -165,7 +165,7 @@ def ddrm_sample(
         ``model(x_t, t) -> out`` with ``x_t`` ``[B, 1, n_z, n_x]`` and ``t`` a LongTensor ``[B]`` of
         timesteps in ``[0, T − 1]``; ``out`` is ``[B, k, n_z, n_x]`` with ``ε̂`` in channel 0 (``k = 2``
         when the model also predicts its variance, which DDRM does not use).
-    operator : drus.operators.SVDOperator
+    operator : drus.physics.operators.SVDOperator
         The degradation ``H`` with its SVD view (``Vt, V, Ut, singular_values``); images are
         ``in_shape = (n_z, n_x)``. Its tensors must be on ``y``'s device; computations use the dtype
         of ``operator.singular_values``.

@@ -15,7 +15,7 @@ models are trained on, while bright regions may exceed 1 (nothing is clipped).
 
 Sources
 -------
-- :class:`SyntheticSpeckle`: ``o = m ⊙ p`` over :func:`drus.phantoms.random_echogenicity` maps,
+- :class:`SyntheticSpeckle`: ``o = m ⊙ p`` over :func:`drus.physics.phantoms.random_echogenicity` maps,
   optionally blurred by a Gaussian PSF, generated on the fly and fully determined by (seed, index).
 - :class:`FolderImages`: 2-D arrays from ``.npy``, ``.npz``, ``.h5``/``.hdf5`` and ``.mat`` files in
   a folder (e.g. beamformed RF images, ``[n_z, n_x]``), random crops and lateral flips.
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .phantoms import random_echogenicity, speckle
+from drus.physics.phantoms import random_echogenicity, speckle
 
 __all__ = ["TARGET_RMS", "normalise_rms", "estimate_rms", "prior_scale", "regularised_sigma0", "SyntheticSpeckle", "BeamformedSpeckle", "FolderImages", "make_source"]
 
@@ -107,7 +107,7 @@ def regularised_sigma0(operator, *, sigma_noise: float, scale: float, prior_frac
     operator : SVDOperator
         Its ``singular_values`` (zeros for unobserved components).
     sigma_noise : float
-        The noise level of ``y`` (stated, or :func:`drus.noise.estimate_sigma0`).
+        The noise level of ``y`` (stated, or :func:`drus.sampling.noise.estimate_sigma0`).
     scale : float
         Units of the unknown per prior unit (:func:`prior_scale`).
     prior_fraction : float
@@ -162,7 +162,7 @@ class BeamformedSpeckle:
     from drus's own physics, with the mismatches a real acquisition brings:
 
     1. ``o = m ⊙ p`` on a grid ``oversample`` times finer than the target pixel pitch
-       (``p`` from :func:`drus.phantoms.random_echogenicity` on the target grid, upsampled);
+       (``p`` from :func:`drus.physics.phantoms.random_echogenicity` on the target grid, upsampled);
     2. the pulse-echo point-spread function, separable: in depth a Gaussian-windowed cosine of
        spatial frequency ``2 f0 / c`` (the RF oscillates with period λ/2 in depth) and −6 dB
        fractional bandwidth ``bw``; laterally a Gaussian of −6 dB width ``lateral_fwhm``;

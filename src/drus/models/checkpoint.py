@@ -27,7 +27,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .unet import GreyscaleAdapter, OneChannelUNet, UNet, UNetConfig
+from drus.models.unet import GreyscaleAdapter, OneChannelUNet, UNet, UNetConfig
 
 __all__ = [
     "CheckpointError",
@@ -126,7 +126,7 @@ def _config_hints(
     if extra:
         hints.append(
             f"keys {extra[:4]} are the extra 1×1 conv of drus's 1-channel variant: save such a model with "
-            "drus.checkpoint.save_checkpoint and load it with load_checkpoint"
+            "drus.models.checkpoint.save_checkpoint and load it with load_checkpoint"
         )
     missing = set(expected) - set(found)
     unexpected = set(found) - set(expected)

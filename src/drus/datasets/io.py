@@ -45,7 +45,7 @@ import h5py
 import numpy as np
 import scipy.io
 
-from .geometry import ImageGrid, LinearProbe, PlaneWave, array_pitch
+from drus.physics.geometry import ImageGrid, LinearProbe, PlaneWave, array_pitch
 
 __all__ = [
     "DataFileError",
@@ -260,7 +260,7 @@ class ChannelData:
         return index
 
     def plane_wave(self, index: int) -> PlaneWave:
-        """The :class:`~drus.geometry.PlaneWave` of transmit ``index``.
+        """The :class:`~drus.physics.geometry.PlaneWave` of transmit ``index``.
 
         Its ``t0`` is ``initial_time[index]`` and its ``n_samples`` the record length.
         """
@@ -274,7 +274,7 @@ class ChannelData:
         )
 
     def probe(self, *, center_frequency: float, bandwidth: float, name: str = "linear") -> LinearProbe:
-        """A :class:`~drus.geometry.LinearProbe` matching the element positions.
+        """A :class:`~drus.physics.geometry.LinearProbe` matching the element positions.
 
         The pitch is the mean spacing of the element x positions. The positions must be equally
         spaced and centred on ``x = 0`` (the convention of :class:`LinearProbe`).
@@ -357,7 +357,7 @@ def _finite(arr: np.ndarray, path: Path, name: str) -> np.ndarray:
 
 def _atomic_write_hdf5(path: PathLike, write) -> Path:
     """Run ``write(h5py.File)`` on a temporary file beside ``path``, then move it into place."""
-    from .outputs import atomic_write
+    from drus.outputs import atomic_write
 
     def write_file(tmp: Path) -> None:
         with h5py.File(tmp, "w") as f:
@@ -735,7 +735,7 @@ class DasReference:
 
     @property
     def grid(self) -> ImageGrid:
-        """The :class:`~drus.geometry.ImageGrid` of the images."""
+        """The :class:`~drus.physics.geometry.ImageGrid` of the images."""
         return ImageGrid(x=tuple(self.x_axis), z=tuple(self.z_axis))
 
     def frame_for(self, n_plane_waves: int) -> np.ndarray:

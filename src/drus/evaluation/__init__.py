@@ -1,0 +1,1 @@
+"""Metrics (gCNR, SNR, FWHM) and the despeckling baseline (ADMSS)."""

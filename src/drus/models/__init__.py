@@ -1,0 +1,1 @@
+"""The diffusion prior network (ADM UNet) and its checkpoint formats."""

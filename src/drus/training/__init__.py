@@ -1,0 +1,1 @@
+"""Training the prior: data sources and the DDPM training loop."""
