@@ -72,7 +72,8 @@ def images(size: int, n_samples: int = 10, n_steps: int = 50) -> None:
     from drus.evaluation.metrics import contrast_metrics
     from drus.physics.phantoms import occlusion_disks, occlusion_phantom, speckle
     from drus.sampling.config import SamplerConfig
-    from drus.sampling.reconstruct import load_prior, reconstruct
+    from drus.models.prior import load_prior
+    from drus.sampling.reconstruct import reconstruct
 
     probe, wave, grid = picmus(size)
     bf = MatchedFilterBeamformer(probe, wave, grid)

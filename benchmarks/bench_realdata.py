@@ -33,7 +33,8 @@ from drus.physics.geometry import picmus
 from drus.physics.phantoms import add_noise, occlusion_disks, occlusion_phantom, speckle
 from drus.sampling.noise import estimate_sigma0, residual_sigma0
 from drus.datasets.picmus import depth_gain, load_picmus_inputs, points_in_view, method_envelope, picmus_operator, score_image
-from drus.sampling.reconstruct import load_prior, reconstruct
+from drus.models.prior import load_prior
+from drus.sampling.reconstruct import reconstruct
 
 
 def simulate_by_variant(phantom, bf, *, ramp: bool, noise: float, seed: int = 7, factor: float = 30.0):

@@ -13,7 +13,7 @@ from drus.defaults import PRIOR_FRACTION
 from drus.pipelines.demo import DEMO_FILES, PW_CYSTS
 from drus.sampling.estimators import drus_var, drus_var_pooled
 from drus.datasets.io import load_images_hdf5, read_ustb_channel_data
-from drus.sampling.reconstruct import default_prior_path
+from drus.models.prior import default_prior_path
 
 needs_prior = pytest.mark.skipif(not default_prior_path().exists(), reason="no shipped prior")
 
@@ -88,7 +88,7 @@ def test_plane_wave_panel_runs_drus_with_the_decomposed_bh_of_the_written_file(t
     from drus.datasets.acquisition import default_grid, read_acquisition
     from drus.physics.decompose import DecomposedBH, cache_key
     from drus.pipelines.demo import PW_X_RANGE, PW_X_RANGE_MM, PW_Z_RANGE, PW_Z_RANGE_MM, plane_wave_panel
-    from drus.sampling.reconstruct import load_prior
+    from drus.models.prior import load_prior
 
     seen = {}
     real_reconstruct = drus.sampling.reconstruct.reconstruct

@@ -21,7 +21,8 @@ from drus.physics.geometry import ImageGrid, paper_grid
 from drus.evaluation.metrics import contrast_metrics, mean_std
 from drus.physics.operators import SeparableBlur
 from drus.physics.phantoms import add_noise, occlusion_disks, occlusion_phantom, speckle
-from drus.sampling.reconstruct import default_prior_path, load_prior, reconstruct
+from drus.models.prior import default_prior_path, load_prior
+from drus.sampling.reconstruct import reconstruct
 
 pytestmark = pytest.mark.skipif(not default_prior_path().exists(), reason="no shipped prior")
 

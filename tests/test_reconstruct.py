@@ -9,7 +9,8 @@ import torch
 from drus.training.data import TARGET_RMS, estimate_rms, prior_scale
 from drus.physics.operators import Identity, SeparableBlur, gaussian_kernel, modulated_gaussian_kernel
 from drus.sampling.config import SamplerConfig
-from drus.sampling.reconstruct import load_prior, reconstruct
+from drus.models.prior import load_prior
+from drus.sampling.reconstruct import reconstruct
 
 
 class WhiteGaussianDenoiser(torch.nn.Module):

@@ -96,7 +96,7 @@ def demo(out_dir, quick, seed, prior, device, n_samples, n_steps, gamma, size, p
     simulated plane-wave acquisition through the drus reconstruct FILE path; write pictures and metrics."""
     from drus.pipelines.demo import DEMO_FILES, run_demo
     from drus.outputs import check_writable_dir, refuse_overwrite
-    from drus.sampling.reconstruct import load_prior
+    from drus.models.prior import load_prior
     from drus.training.train import resolve_device
 
     # everything that can be wrong is checked before the minutes of sampling
@@ -240,7 +240,7 @@ def evaluate_numerical(phantom, out_dir, prior, realisations, n_samples, n_steps
     """The numerical study of paper Figures 2-3: occlusion (gCNR, SNR) and scatterer (FWHM) phantoms."""
     from drus.pipelines.experiments import format_table, occlusion_study, save_study, scatterer_study
     from drus.outputs import check_writable_dir, refuse_overwrite
-    from drus.sampling.reconstruct import load_prior
+    from drus.models.prior import load_prior
     from drus.training.train import resolve_device
 
     dev = resolve_device(device)
@@ -438,7 +438,7 @@ def _torch_threads(threads) -> None:
 def evaluate_picmus_command(sets, unknown_size, n_samples, n_steps, threshold, compute_dtype, prior, out_dir, data_root, cache_dir, device, seed, precision, threads, overwrite, prior_fraction, paper, eta, eta_b) -> None:
     """Paper Table I on PICMUS: DAS 75/1 PW, DENOmean, DRUSmean, DRUSvar (gCNR, SNR, FWHM)."""
     from drus.datasets.picmus import PICMUS_SETS, evaluate_picmus
-    from drus.sampling.reconstruct import load_prior
+    from drus.models.prior import load_prior
     from drus.training.train import resolve_device
 
     names = [n.strip() for n in sets.split(",") if n.strip()]
@@ -630,7 +630,7 @@ def reconstruct_command(observation, method, angle, x_range, z_range, grid_size,
     dev = resolve_device(device)
     model = None
     if method != "das":
-        from drus.sampling.reconstruct import load_prior
+        from drus.models.prior import load_prior
 
         model = load_prior(prior, device=dev)
         _check_size_multiple(model, unknown_size if method.startswith("drus") else grid.shape[0],
@@ -792,7 +792,7 @@ def _reconstruct_acquisition(path: Path, *, method, sigma0, angle, x_range, z_ra
     dev = resolve_device(device)
     model = None
     if method != "das":
-        from drus.sampling.reconstruct import load_prior
+        from drus.models.prior import load_prior
 
         model = load_prior(prior, device=dev)
         _check_size_multiple(model, grid.n_z, "--size")

@@ -647,7 +647,7 @@ def evaluate_picmus(
     Parameters
     ----------
     model : torch.nn.Module
-        The prior (:func:`drus.sampling.reconstruct.load_prior`); used for DENO and DRUS.
+        The prior (:func:`drus.models.prior.load_prior`); used for DENO and DRUS.
     sets : sequence of str
         PICMUS set names (:data:`PICMUS_SETS`).
     unknown_size : int

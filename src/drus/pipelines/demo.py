@@ -124,7 +124,8 @@ def run_demo(
     along its depth (96: 64 × 96 unknowns); ``cache_dir``/``cache``: where its decomposition of ``BH``
     is cached (default: :func:`drus.physics.decompose.default_cache_dir`, as ``drus reconstruct``).
     """
-    from drus.sampling.reconstruct import load_prior, reconstruct
+    from drus.models.prior import load_prior
+    from drus.sampling.reconstruct import reconstruct
     from drus.training.train import resolve_device
 
     out = Path(out_dir)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from importlib import resources
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,67 +19,9 @@ from drus.training.data import prior_scale, regularised_sigma0
 from drus.sampling.ddrm import ddrm_sample
 from drus.sampling.estimators import drus_mean, drus_var, drus_var_pooled
 
-__all__ = ["Reconstruction", "reconstruct", "deno", "default_prior_path", "load_prior"]
+__all__ = ["Reconstruction", "reconstruct", "deno"]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_PRIOR = "default.safetensors"
-
-
-def default_prior_path() -> Path:
-    """Path of the prior shipped inside the package (``drus/priors/default.safetensors``)."""
-    return Path(str(resources.files("drus") / "priors" / DEFAULT_PRIOR))
-
-
-class Autocast(torch.nn.Module):
-    """Runs a network under :func:`torch.autocast` (bf16/fp16 matmuls and convolutions, fp32 norms)
-    and returns float32, so the sampler's arithmetic stays in float32."""
-
-    def __init__(self, model: torch.nn.Module, dtype: torch.dtype):
-        super().__init__()
-        self.model, self.dtype = model, dtype
-
-    def forward(self, x, t):
-        with torch.autocast(device_type=x.device.type, dtype=self.dtype):
-            return self.model(x, t).float()
-
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def load_prior(path=None, *, device="cpu", precision: str = "fp32") -> torch.nn.Module:
-    """Load a prior checkpoint (drus safetensors+JSON, or a guided-diffusion ``.pt``) in eval mode.
-
-    ``path=None`` loads the shipped default prior. A 3-channel network is wrapped so that it
-    takes and returns 1-channel images (:class:`drus.models.unet.GreyscaleAdapter`). ``precision`` "bf16" or
-    "fp16" runs the network under autocast (for GPUs; weights stay float32).
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
-    from drus.models.checkpoint import load_checkpoint, load_guided_diffusion
-    from drus.models.unet import GreyscaleAdapter
-
-    path = Path(path) if path is not None else default_prior_path()
-    if not path.exists():
-        raise FileNotFoundError(
-            f"prior checkpoint not found: {path}. Train one with `drus train` or pass --prior PATH"
-        )
-    schedule = None
-    if path.suffix == ".pt":
-        model = load_guided_diffusion(path)
-    else:
-        model, _, meta = load_checkpoint(path)
-        if meta.get("noise_schedule"):  # a prior samples with the schedule it was trained with
-            from drus.sampling.schedule import NoiseSchedule
-
-            schedule = NoiseSchedule.from_dict(meta["noise_schedule"])
-    if getattr(model, "in_channels", model.config.in_channels) == 3:
-        model = GreyscaleAdapter(model)
-    model = model.to(device).eval()
-    model = model if PRECISIONS[precision] is None else Autocast(model, PRECISIONS[precision]).eval()
-    model.noise_schedule = schedule  # None: the paper's (linear 1e-4 → 0.02, T = 1000), drus.sampling.schedule.NoiseSchedule()
-    return model
-
 
 @dataclasses.dataclass
 class Reconstruction:
