@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from drus.training.data import TARGET_RMS, estimate_rms, prior_scale
+from drus.sampling.scaling import TARGET_RMS, estimate_rms, prior_scale
 from drus.physics.operators import Identity, SeparableBlur, gaussian_kernel, modulated_gaussian_kernel
 from drus.sampling.config import SamplerConfig
 from drus.models.prior import load_prior
@@ -62,7 +62,7 @@ def test_prior_scale_is_one_rule_with_a_noise_inclusive_fallback(caplog):
     assert source == "estimated" and scale == pytest.approx(estimate_rms(A, y, sigma0) / TARGET_RMS)
     # a stated σ0 above the observation's power per component cannot be its noise level
     big = 10 * float(y.pow(2).mean().sqrt()) * float(A.singular_values.max())
-    with caplog.at_level("WARNING", logger="drus.training.data"):
+    with caplog.at_level("WARNING", logger="drus.sampling.scaling"):
         scale2, source2 = prior_scale(A, y.numpy(), big)
     assert source2 == "noise-inclusive" and "noise-inclusive" in caplog.text
     assert scale2 == pytest.approx(estimate_rms(A, y, 0.0) / TARGET_RMS)
@@ -168,7 +168,7 @@ def test_sampler_config_defaults_are_the_papers_and_validate():
 
 
 def test_regularised_sigma0_is_the_stated_quantile_rule():
-    from drus.training.data import regularised_sigma0
+    from drus.sampling.scaling import regularised_sigma0
 
     A = _blur()
     s = A.singular_values[A.singular_values > 0].double().numpy()
@@ -184,7 +184,7 @@ def test_regularised_sigma0_is_the_stated_quantile_rule():
 
 
 def test_reconstruct_prior_fraction_runs_ddrm_with_the_regularised_sigma0():
-    from drus.training.data import regularised_sigma0
+    from drus.sampling.scaling import regularised_sigma0
 
     A = _blur()
     g = torch.Generator().manual_seed(1)

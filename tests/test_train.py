@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from drus.models.checkpoint import load_checkpoint
-from drus.training.data import TARGET_RMS, FolderImages, SyntheticSpeckle, make_source, normalise_rms
+from drus.sampling.scaling import TARGET_RMS, normalise_rms
+from drus.training.data import FolderImages, SyntheticSpeckle, make_source
 from drus.sampling.schedule import NoiseSchedule
 from drus.training.train import TrainConfig, diffusion_loss, train
 from drus.models.unet import UNet, UNetConfig

@@ -550,7 +550,7 @@ def _read_observation(path: Path, method: str, shape: tuple[int, int], layout: s
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
 @click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run of this observation and method in --out.")
-@click.option("--prior-fraction", type=click.FloatRange(min=0, max=1, max_open=True), default=DEFAULT_PRIOR_FRACTION, show_default=True, help="DRUS: the sampler's σ0 is raised so that the prior decides at least this fraction of BH's components (drus.training.data.regularised_sigma0; chosen on simulations, docs/realdata.md). 0: σ0 is the noise level, as in the paper.")
+@click.option("--prior-fraction", type=click.FloatRange(min=0, max=1, max_open=True), default=DEFAULT_PRIOR_FRACTION, show_default=True, help="DRUS: the sampler's σ0 is raised so that the prior decides at least this fraction of BH's components (drus.sampling.scaling.regularised_sigma0; chosen on simulations, docs/realdata.md). 0: σ0 is the noise level, as in the paper.")
 @click.option("--eta", type=click.FloatRange(min=0, max=1), default=0.85, show_default=True, help="DDRM's η (the paper: 0.85).")
 @click.option("--eta-b", type=click.FloatRange(min=0, max=1), default=1.0, show_default=True, help="DDRM's η_B (the paper: 1).")
 @click.option("--paper", is_flag=True, help="The paper's exact configuration: --prior-fraction 0 and, for the four PICMUS sets, the paper's σ0 (otherwise σ0 is estimated from the data).")

@@ -5,7 +5,7 @@ is in docs/realdata.md. ``drus reconstruct --paper`` and ``drus evaluate picmus 
 paper's configuration.
 """
 
-#: Fraction of the operator's components that the prior decides (:func:`drus.training.data.regularised_sigma0`).
+#: Fraction of the operator's components that the prior decides (:func:`drus.sampling.scaling.regularised_sigma0`).
 #: Swept over {0, 0.4, 0.6, 0.8} on SC, SC's phantom through drus's ``H`` with channel noise, and
 #: SC's phantom on the unknown grid: 0.6 gave the best DRUSvar gCNR on all three.
 PRIOR_FRACTION = 0.6

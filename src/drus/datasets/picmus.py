@@ -635,7 +635,7 @@ def evaluate_picmus(
     and DRUSmean, signed RF-like images → Hilbert envelope along depth; DRUSvar → the variance map
     itself (with β = 0.5 an estimate of the echogenicity, amplitude-like).
 
-    Prior units: each observation is scaled by :func:`drus.training.data.prior_scale` (the unknown at RMS 0.25, with a
+    Prior units: each observation is scaled by :func:`drus.sampling.scaling.prior_scale` (the unknown at RMS 0.25, with a
     noise-inclusive fallback where σ0 exceeds the signal — the resolution sets; recorded per dataset
     as ``scale_source_*``).
 

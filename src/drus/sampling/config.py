@@ -38,7 +38,7 @@ class SamplerConfig:
         Seeds the sampler's generator (``None``: not seeded).
     prior_fraction : float
         In [0, 1): the prior decides at least this fraction of the operator's components
-        (:func:`drus.training.data.regularised_sigma0`); 0 is the paper's use of σ0 as the noise level.
+        (:func:`drus.sampling.scaling.regularised_sigma0`); 0 is the paper's use of σ0 as the noise level.
     """
 
     n_samples: int = 10

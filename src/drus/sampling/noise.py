@@ -14,7 +14,7 @@ basis ``A = U S Vᵀ`` that is ``ȳ_i = (Uᵀy)_i = s_i ō_i + σ0 z̄_i``. Two 
    Used when ``n_obs − k ≥`` :data:`MIN_RESIDUAL_DOF`; fewer residual dimensions join the fit below.
 2. **A spectral fit** (``source`` starts with ``"spectral fit"``) otherwise. For an unknown whose
    coefficients ``ō_i`` have one variance ``ρ²`` (speckle ``o = m ⊙ p`` with white ``m``, the
-   assumption of :func:`drus.training.data.estimate_rms`), ``ȳ_i ~ N(0, ρ² s_i² + σ0²)``: the components the
+   assumption of :func:`drus.sampling.scaling.estimate_rms`), ``ȳ_i ~ N(0, ρ² s_i² + σ0²)``: the components the
    operator barely sees (``s_i ρ ≪ σ0``) carry only noise. ``(ρ², σ0²)`` is the maximum-likelihood
    fit of that model to all kept components (and the residual dimensions, ``s = 0``). It needs components with ``s_i ρ`` not far above σ0:
    at very high SNR (σ0 below ``ρ`` times the smallest kept ``s_i``) the noise is not identifiable

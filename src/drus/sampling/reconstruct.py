@@ -1,7 +1,7 @@
 """DRUS reconstruction of one observation: normalise, sample with DDRM, estimate, scale back.
 
 ``reconstruct(operator, y, sigma0=…, model=…)`` is the library entry point used by ``drus demo`` and
-``drus reconstruct``: it puts the observation in the prior's units (:mod:`drus.training.data`: the unknown is
+``drus reconstruct``: it puts the observation in the prior's units (:mod:`drus.sampling.scaling`: the unknown is
 scaled to RMS 0.25), draws ``C`` DDRM samples (:func:`drus.sampling.ddrm.ddrm_sample`), and returns
 DRUSmean and DRUSvar (paper eqs. (5)-(6)) in the units of the original unknown.
 """
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from drus.sampling.config import SamplerConfig
-from drus.training.data import prior_scale, regularised_sigma0
+from drus.sampling.scaling import prior_scale, regularised_sigma0
 from drus.sampling.ddrm import ddrm_sample
 from drus.sampling.estimators import drus_mean, drus_var, drus_var_pooled
 
@@ -33,10 +33,10 @@ class Reconstruction:
     mean : DRUSmean. var : DRUSvar ``p̂`` (eq. (6), exponent ``1/(2β)``).
     scale : the factor between prior units and the unknown's units.
     sigma0_sampler : the σ0 DDRM ran with, in the units of ``y`` (the noise level, or the regularised
-        level of :func:`drus.training.data.regularised_sigma0` when ``prior_fraction > 0``).
+        level of :func:`drus.sampling.scaling.regularised_sigma0` when ``prior_fraction > 0``).
     timings : seconds (total, network, other) from the sampler.
     sampler : the :class:`~drus.sampling.config.SamplerConfig` it ran with.
-    scale_source : how ``scale`` was set: ``"given"``, or the rule of :func:`drus.training.data.prior_scale`
+    scale_source : how ``scale`` was set: ``"given"``, or the rule of :func:`drus.sampling.scaling.prior_scale`
         (``"estimated"`` / ``"noise-inclusive"``).
     """
 
@@ -80,11 +80,11 @@ def reconstruct(
     sampler : SamplerConfig
         C, steps, η, η_B, β, seed and the prior/data split (default: the paper's). With
         ``prior_fraction = 0`` DDRM runs with ``sigma0``; with ``f > 0`` with the regularised level
-        of :func:`drus.training.data.regularised_sigma0`, so that the prior decides at least the fraction
+        of :func:`drus.sampling.scaling.regularised_sigma0`, so that the prior decides at least the fraction
         ``f`` of the components (the scale still comes from the noise level ``sigma0``).
     scale : float, optional
         Units of the unknown per prior unit; default: estimated so that the unknown has RMS 0.25
-        in prior units (:func:`drus.training.data.prior_scale`, with ``sigma0`` as the noise level).
+        in prior units (:func:`drus.sampling.scaling.prior_scale`, with ``sigma0`` as the noise level).
     """
     if not isinstance(sampler, SamplerConfig):
         raise TypeError(f"sampler must be a drus.sampling.config.SamplerConfig, got {type(sampler).__name__}")

@@ -11,7 +11,7 @@ optimiser, generator state and step as tensors and plain data only (loaded with 
 onto the CPU: a file with any other pickled object is refused, never run); ``<out>/prior.safetensors`` + ``prior.json`` hold the EMA weights in drus's own
 checkpoint format (:mod:`drus.models.checkpoint`). A log line per ``log_every`` steps goes to ``train.log``.
 
-Images follow the normalisation convention of :mod:`drus.training.data` (RMS 0.25).
+Images follow the normalisation convention of :mod:`drus.sampling.scaling` (RMS 0.25).
 """
 
 from __future__ import annotations
@@ -313,7 +313,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
                 "data": cfg.data,
                 "image_size": cfg.image_size,
                 "batch_size": cfg.batch_size,
-                "normalisation": "RMS 0.25 (drus.training.data)",
+                "normalisation": "RMS 0.25 (drus.sampling.scaling)",
                 "noise_schedule": schedule.to_dict(),
                 "train_config": dataclasses.asdict(cfg),
             },
