@@ -3,7 +3,7 @@
 Reads the DRUS samples that ``benchmarks/bench_realdata.py --rows test`` saved (``<dir>/EC.npz``,
 ``<dir>/ER.npz``: ``samples [C, 128, 128]`` on the 128² unknown grid), forms DRUSmean and DRUSvar,
 and scores envelope(DRUSmean), ADMSS(envelope(DRUSmean)) (the DRUS authors' parameters) and DRUSvar
-with the PICMUS ROIs (:func:`drus.datasets.picmus.score_image`). No sampling: seconds on a CPU.
+with the PICMUS ROIs (:func:`drus.evaluation.scoring.score_image`). No sampling: seconds on a CPU.
 
     python benchmarks/bench_admss.py --samples /tmp/work/rd_test_s0 [--rows "EC;ER;EC,_reg_f=0.6"]
 
@@ -22,7 +22,8 @@ import numpy as np
 from drus.evaluation.despeckle import admss
 from drus.sampling.estimators import drus_mean, drus_var
 from drus.physics.geometry import paper_grid
-from drus.datasets.picmus import load_picmus_inputs, method_envelope, points_in_view, score_image
+from drus.datasets.picmus import load_picmus_inputs
+from drus.evaluation.scoring import method_envelope, points_in_view, score_image
 
 SETS = {"EC": "expe_cont", "ER": "expe_reso", "SC": "simu_cont", "SR": "simu_reso"}
 

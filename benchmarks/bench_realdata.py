@@ -32,7 +32,8 @@ from drus.sampling.estimators import drus_mean, drus_var, drus_var_pooled
 from drus.physics.geometry import picmus
 from drus.physics.phantoms import add_noise, occlusion_disks, occlusion_phantom, speckle
 from drus.sampling.noise import estimate_sigma0, residual_sigma0
-from drus.datasets.picmus import depth_gain, load_picmus_inputs, points_in_view, method_envelope, picmus_operator, score_image
+from drus.datasets.picmus import depth_gain, load_picmus_inputs, picmus_operator
+from drus.evaluation.scoring import points_in_view, method_envelope, score_image
 from drus.models.prior import load_prior
 from drus.sampling.reconstruct import reconstruct
 

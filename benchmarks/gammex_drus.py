@@ -24,7 +24,7 @@ from drus.physics.beamform import das, envelope
 from drus.physics.geometry import ImageGrid
 from drus.datasets.io import load_images_hdf5, read_channel_data
 from drus.evaluation.metrics import find_point_targets, resolution_metrics, to_db
-from drus.datasets.picmus import method_envelope
+from drus.evaluation.scoring import method_envelope
 from drus.plotting import save_bmode_figure
 
 

@@ -22,7 +22,6 @@ from drus.datasets.acquisition import (
     read_acquisition,
     write_acquisition,
 )
-from drus.physics.beamform import MatchedFilterBeamformer
 from drus.physics.decompose import cache_key, decompose_bh, operator_error
 from drus.physics.forward import PlaneWaveModel, first_firing_time, receive_delay, steered_plane_wave_delay
 from drus.physics.geometry import ImageGrid, LinearProbe, PlaneWave

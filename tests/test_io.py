@@ -8,7 +8,6 @@ is absent.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import h5py

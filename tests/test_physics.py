@@ -8,7 +8,7 @@ import torch
 
 from drus.physics.beamform import MatchedFilterBeamformer, bmode, das, envelope, log_compress, receive_apodization, tukey
 from drus.physics.forward import PlaneWaveModel, receive_delay, transmit_delay
-from drus.physics.geometry import ImageGrid, LinearProbe, PlaneWave, paper_grid, picmus
+from drus.physics.geometry import ImageGrid, LinearProbe, PlaneWave, picmus
 from drus.physics.pulse import gaussian_windowed_cosine, picmus_pulse
 
 

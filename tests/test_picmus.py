@@ -23,17 +23,15 @@ from drus.cli import main
 from drus.physics.geometry import paper_grid, picmus
 from drus.datasets.io import ChannelData, load_images_hdf5, write_ustb_channel_data
 from drus.datasets.picmus import (
-    METHODS,
     PAPER_TABLE_I,
     PICMUS_SETS,
     channel_data_to_by,
-    evaluate_picmus,
     infer_dataset,
     load_picmus_inputs,
-    method_envelope,
     picmus_operator,
-    points_in_view,
 )
+from drus.evaluation.scoring import METHODS, method_envelope, points_in_view
+from drus.pipelines.picmus import evaluate_picmus
 
 MEAS, UNKNOWN = 32, 16
 GROUP = "US/US_DATASET0000"
@@ -293,7 +291,7 @@ def test_real_picmus_files_parse_into_the_paper_grids(reference_data):
         if ds.kind == "contrast":
             assert len(inp.phantom.speckle_boxes()) in (3, 4)
         # ROIs are inside the field of view: the metrics can be computed on the 75-PW reference
-        from drus.datasets.picmus import score_image
+        from drus.evaluation.scoring import score_image
 
         scores = score_image(np.abs(das.frame_for(75)), das.grid, cysts=cysts,
                              speckle_rois=inp.phantom.speckle_boxes() or None, points=points)
@@ -363,7 +361,7 @@ def test_real_das_references_reproduce_the_paper_das_columns(reference_data):
     0.78/0.72 (0.77/0.69; the fitted hyperechoic ROI), ER FWHM A 0.57/0.58 (0.54/0.56), L 0.58/0.89
     (0.56/0.87) mm. Tolerances: 0.06 (gCNR), 0.1 (SNR), 0.05 mm (FWHM).
     """
-    from drus.datasets.picmus import score_image
+    from drus.evaluation.scoring import score_image
 
     tol = {"gcnr": 0.06, "snr": 0.1, "fwhm_axial_mm": 0.05, "fwhm_lateral_mm": 0.05}
     for name in ("expe_cont", "expe_reso"):

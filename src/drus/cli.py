@@ -437,7 +437,8 @@ def _torch_threads(threads) -> None:
 @click.option("--paper", is_flag=True, help="The paper's exact configuration: the paper's σ0 per set and --prior-fraction 0 (default: σ0 estimated from each By).")
 def evaluate_picmus_command(sets, unknown_size, n_samples, n_steps, threshold, compute_dtype, prior, out_dir, data_root, cache_dir, device, seed, precision, threads, overwrite, prior_fraction, paper, eta, eta_b) -> None:
     """Paper Table I on PICMUS: DAS 75/1 PW, DENOmean, DRUSmean, DRUSvar (gCNR, SNR, FWHM)."""
-    from drus.datasets.picmus import PICMUS_SETS, evaluate_picmus
+    from drus.datasets.picmus import PICMUS_SETS
+    from drus.pipelines.picmus import evaluate_picmus
     from drus.models.prior import load_prior
     from drus.training.train import resolve_device
 
@@ -574,7 +575,8 @@ def reconstruct_command(observation, method, angle, x_range, z_range, grid_size,
     from drus.datasets.io import save_images_hdf5
     from drus.evaluation.metrics import to_db
     from drus.outputs import check_writable_dir, refuse_overwrite, write_text_atomic
-    from drus.datasets.picmus import PICMUS_SETS, channel_data_to_by, infer_dataset, method_envelope, points_in_view, score_image
+    from drus.datasets.picmus import PICMUS_SETS, channel_data_to_by, infer_dataset
+    from drus.evaluation.scoring import method_envelope, points_in_view, score_image
     from drus.sampling.estimators import pool_window
     from drus.plotting import save_bmode_figure
     from drus.training.train import resolve_device
@@ -622,8 +624,8 @@ def reconstruct_command(observation, method, angle, x_range, z_range, grid_size,
     probe, wave, grid = picmus(256)
     kind, data, by_layout = _read_observation(path, method, grid.shape, layout)
     if kind == "by" and by_layout == "deno" and method.startswith("drus") and not sigma_given:
-        raise click.BadParameter(f"a DENO-layout By is normalised to max 1, so the dataset's σ0 (in DRUS By units) "
-                                 f"does not apply; pass --sigma0 in the file's units", param_hint="--layout")
+        raise click.BadParameter("a DENO-layout By is normalised to max 1, so the dataset's σ0 (in DRUS By units) "
+                                 "does not apply; pass --sigma0 in the file's units", param_hint="--layout")
     if kind == "by" and by_layout == "drus" and method == "deno-mean":
         data = data / np.abs(data).max()  # the DENO input: the same observation normalised to max 1
     _torch_threads(threads)
@@ -768,7 +770,7 @@ def _reconstruct_acquisition(path: Path, *, method, sigma0, angle, x_range, z_ra
     from drus.datasets.io import save_images_hdf5
     from drus.evaluation.metrics import to_db
     from drus.outputs import check_writable_dir, refuse_overwrite
-    from drus.datasets.picmus import method_envelope
+    from drus.evaluation.scoring import method_envelope
     from drus.plotting import save_bmode_figure
     from drus.training.train import resolve_device
 
@@ -849,7 +851,6 @@ def _decompose_acquisition(path, *, size, angle, x_range, z_range, method, thres
     """``drus decompose --acquisition FILE``: the decomposition ``drus reconstruct FILE`` will read."""
     import time
 
-    import torch
 
     from drus.physics.decompose import decompose_bh
     from drus.training.train import resolve_device

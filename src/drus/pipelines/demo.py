@@ -297,7 +297,7 @@ def _plane_wave_reconstruction(plan: dict, *, model, n_samples: int, n_steps: in
     """Steps 2–3 of :func:`plane_wave_panel`: ``BH`` decomposed, σ0, DDRM samples, scores, figure, file."""
     from drus.datasets.acquisition import reconstruct_acquisition
     from drus.physics.phantoms import render_disks
-    from drus.datasets.picmus import method_envelope
+    from drus.evaluation.scoring import method_envelope
 
     out, acq, bf, split, cysts, seconds = (plan[k] for k in ("out", "acq", "bf", "split", "cysts", "seconds"))
     sim_grid, noise_std, gamma = plan["sim_grid"], plan["noise_std"], plan["gamma"]

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from drus.physics.phantoms import random_echogenicity, speckle
-from drus.sampling.scaling import TARGET_RMS, normalise_rms
+from drus.sampling.scaling import normalise_rms
 
 __all__ = ["SyntheticSpeckle", "BeamformedSpeckle", "FolderImages", "make_source"]
 
