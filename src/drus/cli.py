@@ -97,7 +97,7 @@ def demo(out_dir, quick, seed, prior, device, n_samples, n_steps, gamma, size, p
     from drus.pipelines.demo import DEMO_FILES, run_demo
     from drus.outputs import check_writable_dir, refuse_overwrite
     from drus.models.prior import load_prior
-    from drus.training.train import resolve_device
+    from drus.device import resolve_device
 
     # everything that can be wrong is checked before the minutes of sampling
     resolve_device(device)
@@ -241,7 +241,7 @@ def evaluate_numerical(phantom, out_dir, prior, realisations, n_samples, n_steps
     from drus.pipelines.experiments import format_table, occlusion_study, save_study, scatterer_study
     from drus.outputs import check_writable_dir, refuse_overwrite
     from drus.models.prior import load_prior
-    from drus.training.train import resolve_device
+    from drus.device import resolve_device
 
     dev = resolve_device(device)
     out = check_writable_dir(out_dir)
@@ -330,7 +330,7 @@ def decompose(size, acquisition, angle, x_range, z_range, method, threshold, dty
     from drus.physics.decompose import decompose_bh, operator_error
     from drus.physics.geometry import picmus
     from drus.physics.phantoms import random_echogenicity, speckle
-    from drus.training.train import resolve_device
+    from drus.device import resolve_device
 
     _torch_threads(threads)
     dev = resolve_device(device)
@@ -440,7 +440,7 @@ def evaluate_picmus_command(sets, unknown_size, n_samples, n_steps, threshold, c
     from drus.datasets.picmus import PICMUS_SETS
     from drus.pipelines.picmus import evaluate_picmus
     from drus.models.prior import load_prior
-    from drus.training.train import resolve_device
+    from drus.device import resolve_device
 
     names = [n.strip() for n in sets.split(",") if n.strip()]
     unknown = [n for n in names if n not in PICMUS_SETS]
@@ -579,7 +579,7 @@ def reconstruct_command(observation, method, angle, x_range, z_range, grid_size,
     from drus.evaluation.scoring import method_envelope, points_in_view, score_image
     from drus.sampling.estimators import pool_window
     from drus.plotting import save_bmode_figure
-    from drus.training.train import resolve_device
+    from drus.device import resolve_device
 
     path = Path(observation)
     sampler = _sampler_config(paper=paper, n_samples=n_samples, n_steps=n_steps, seed=seed, eta=eta, eta_b=eta_b,
@@ -772,7 +772,7 @@ def _reconstruct_acquisition(path: Path, *, method, sigma0, angle, x_range, z_ra
     from drus.outputs import check_writable_dir, refuse_overwrite
     from drus.evaluation.scoring import method_envelope
     from drus.plotting import save_bmode_figure
-    from drus.training.train import resolve_device
+    from drus.device import resolve_device
 
     if method == "deno-mean" and sigma0 is None:
         raise click.UsageError("deno-mean on channel data needs --sigma0 (noise std of the By image normalised to max 1)")
@@ -853,7 +853,7 @@ def _decompose_acquisition(path, *, size, angle, x_range, z_range, method, thres
 
 
     from drus.physics.decompose import decompose_bh
-    from drus.training.train import resolve_device
+    from drus.device import resolve_device
 
     _torch_threads(threads)
     dev = resolve_device(device)

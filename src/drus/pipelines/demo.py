@@ -126,7 +126,7 @@ def run_demo(
     """
     from drus.models.prior import load_prior
     from drus.sampling.reconstruct import reconstruct
-    from drus.training.train import resolve_device
+    from drus.device import resolve_device
 
     out = Path(out_dir)
     n_samples = (4 if quick else 10) if n_samples is None else int(n_samples)
