@@ -22,7 +22,8 @@ from drus.datasets.acquisition import (
     read_acquisition,
     write_acquisition,
 )
-from drus.physics.decompose import cache_key, decompose_bh, operator_error
+from drus.physics.decomposition_cache import cache_key
+from drus.physics.decompose import decompose_bh, operator_error
 from drus.physics.forward import PlaneWaveModel, first_firing_time, receive_delay, steered_plane_wave_delay
 from drus.physics.geometry import ImageGrid, LinearProbe, PlaneWave
 from drus.datasets.io import ChannelData, DataFileError, write_ustb_channel_data

@@ -15,9 +15,11 @@ import pytest
 import torch
 
 import drus.physics.decompose as dec
+import drus.physics.decomposition_cache as decomposition_cache
 from drus.physics.beamform import MatchedFilterBeamformer
 from drus.sampling.ddrm import ddrm_sample
-from drus.physics.decompose import DecomposedBH, FlipSplit, cache_key, decompose_bh, flip_block, operator_error
+from drus.physics.decompose import DecomposedBH, FlipSplit, decompose_bh, flip_block, operator_error
+from drus.physics.decomposition_cache import cache_key
 from drus.physics.geometry import ImageGrid, LinearProbe, PlaneWave
 
 
@@ -270,7 +272,7 @@ def test_cache_round_trip_and_resume(tmp_path, monkeypatch):
     assert calls == [1]
     # $DRUS_CACHE is the default folder
     monkeypatch.setenv("DRUS_CACHE", str(tmp_path / "env"))
-    assert dec.default_cache_dir() == tmp_path / "env"
+    assert decomposition_cache.default_cache_dir() == tmp_path / "env"
     decompose(bf, cache=True)
     assert len(list((tmp_path / "env").glob("*.safetensors"))) == 2
 
@@ -467,8 +469,8 @@ def test_rectangular_cache_key_covers_the_unknown_grid_and_keeps_square_keys():
     assert cache_key(same) == cache_key(square)  # an equal unknown grid is the square case
     keys = {cache_key(rectangular_beamformer((12, 10), u, dtype=np.float32)) for u in [(6, 5), (6, 4), (5, 5)]}
     assert len(keys) == 3 and cache_key(square) not in keys
-    d = dec._definition(rectangular_beamformer(dtype=np.float32))
-    assert len(d["unknown_grid"]["x"]) == 5 and "unknown_grid" not in dec._definition(square)
+    d = decomposition_cache._definition(rectangular_beamformer(dtype=np.float32))
+    assert len(d["unknown_grid"]["x"]) == 5 and "unknown_grid" not in decomposition_cache._definition(square)
 
 
 def test_rectangular_needs_symmetric_grids():

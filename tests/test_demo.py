@@ -86,7 +86,8 @@ def test_plane_wave_panel_runs_drus_with_the_decomposed_bh_of_the_written_file(t
     import drus.physics.decompose
     import drus.sampling.reconstruct
     from drus.datasets.acquisition import default_grid, read_acquisition
-    from drus.physics.decompose import DecomposedBH, cache_key
+    from drus.physics.decompose import DecomposedBH
+    from drus.physics.decomposition_cache import cache_key
     from drus.pipelines.demo import PW_X_RANGE, PW_X_RANGE_MM, PW_Z_RANGE, PW_Z_RANGE_MM, plane_wave_panel
     from drus.models.prior import load_prior
 

@@ -737,7 +737,8 @@ def plan_decomposition(beamformer, *, compute_dtype: str = "float64", threshold:
     """Report the predicted time and peak memory of decomposing ``BH`` and refuse what cannot fit
     (:func:`check_memory`), before ``H`` and ``B`` are built; then build them, settle the split
     (:func:`drus.physics.decompose.resolve_split`) and say whether the decomposition is cached. Returns the split."""
-    from drus.physics.decompose import _paths, cache_key, default_cache_dir, FlipSplit, NoSplit, resolve_split
+    from drus.physics.decomposition_cache import _paths, cache_key, default_cache_dir
+    from drus.physics.decompose import FlipSplit, NoSplit, resolve_split
 
     bf = beamformer
     cost = decomposition_cost(bf, split=likely_split(bf), compute_dtype=compute_dtype)

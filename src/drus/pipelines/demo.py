@@ -122,7 +122,7 @@ def run_demo(
     (:class:`drus.outputs.OutputExistsError`).
     ``plane_wave``: add the plane-wave panel (:func:`plane_wave_panel`) with ``plane_wave_size`` pixels
     along its depth (96: 64 × 96 unknowns); ``cache_dir``/``cache``: where its decomposition of ``BH``
-    is cached (default: :func:`drus.physics.decompose.default_cache_dir`, as ``drus reconstruct``).
+    is cached (default: :func:`drus.physics.decomposition_cache.default_cache_dir`, as ``drus reconstruct``).
     """
     from drus.models.prior import load_prior
     from drus.sampling.reconstruct import reconstruct
