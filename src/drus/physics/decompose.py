@@ -6,7 +6,7 @@ code keeps dense ``U`` and ``V``, 2 × 16 GiB in float32). This module computes 
 exactly, with three savings:
 
 1. **Flip split.** On a grid symmetric about ``x = 0`` with a 0° wave, ``BH`` commutes with the
-   lateral flip ``P`` (``x → −x``; docs/decomposition.md §1, ``tests/test_physics.py``). With orthonormal bases
+   lateral flip ``P`` (``x → −x``; docs/decomposition.md §1, ``tests/physics/test_physics.py``). With orthonormal bases
    ``Q_e``, ``Q_o`` of the even (``Px = x``) and odd (``Px = −x``) images — pairs of mirrored columns
    ``(e_j ± e_j')/√2``, the middle column of an odd ``n_x`` in the even part — ``BH`` is block
    diagonal: ``Q_oᵀ BH Q_e = Q_eᵀ BH Q_o = 0``, and the two half-size blocks ``A_e = Q_eᵀ BH Q_e``,
@@ -37,7 +37,7 @@ what DDRM draws from the prior. Each block stores one of two equivalent represen
   each. Spectral size ``k_b + n_b`` (the last ``n_b`` have ``s = 0``). ``V Vᵀ = I`` exactly, while
   ``Vᵀ V`` is the projector onto the representable coefficients; DDRM's update of ``s = 0``
   components is linear and isotropic, so the image-space result has exactly the distribution it has
-  with a complete basis (tested in ``tests/test_decompose.py``).
+  with a complete basis (tested in ``tests/physics/test_decompose.py``).
 
 ``complement="auto"`` picks, per block, whichever costs fewer multiply-adds per DDRM step
 (``2 n_b²`` vs ``4 n_b k_b`` for one ``Vᵀ`` and one ``V``): ``"projector"`` when ``k_b < n_b / 2``,

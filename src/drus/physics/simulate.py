@@ -3,7 +3,7 @@
 ``simulate_channel_data`` uses the sparse forward model of :mod:`drus.physics.forward` (the same ``H`` DRUS
 inverts, so it is the "inverse crime" setting used for controlled experiments). ``simulate_pymust``
 calls PyMUST's independent frequency-domain simulator (optional extra ``drus[sim]``) on a scatterer
-list; the two agree on times of flight (``tests/test_physics.py``).
+list; the two agree on times of flight (``tests/physics/test_physics.py``).
 """
 
 from __future__ import annotations

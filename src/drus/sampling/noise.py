@@ -24,7 +24,7 @@ Both assume white noise in ``y``'s domain, DDRM's model. (Noise added to channel
 ``B y`` coloured by ``B``; then σ0 is the level DDRM's white model best matches in the operator's
 basis, not the per-pixel RMS of ``B n``.)
 
-Validated in ``tests/test_noise.py`` on tiny geometries with known σ0 over SNRs spanning two decades.
+Validated in ``tests/sampling/test_noise.py`` on tiny geometries with known σ0 over SNRs spanning two decades.
 
 A cross-check from the channel data (:func:`channel_noise`, :func:`channel_noise_in_by`): white
 channel noise fills the whole band up to fs/2, the echoes only the transducer's band, so the power

@@ -216,7 +216,7 @@ def test_cli_reconstruct_errors(tmp_path):
     scipy.io.savemat(obs, {"By": np.ones((1, 256 * 256), np.float32)})
     r = _invoke("reconstruct", obs, "--method", "magic")
     assert r.exit_code != 0 and "Invalid value for '--method'" in r.output and "drus-var" in r.output
-    # drus-* estimate σ0 of an unknown By from the data (tests/test_acquisition.py); deno-mean cannot
+    # drus-* estimate σ0 of an unknown By from the data (tests/datasets/test_acquisition.py); deno-mean cannot
     r = _invoke("reconstruct", obs, "--method", "deno-mean", "--out", tmp_path / "o")
     assert r.exit_code != 0 and "pass --sigma0" in r.output and "σ0 unknown for my_scan.mat" in r.output
     r = _invoke("reconstruct", obs, "--method", "drus-var", "--sigma0", "1", "--samples", "1")
