@@ -439,6 +439,7 @@ def evaluate_picmus_command(sets, unknown_size, n_samples, n_steps, threshold, c
     """Paper Table I on PICMUS: DAS 75/1 PW, DENOmean, DRUSmean, DRUSvar (gCNR, SNR, FWHM)."""
     from drus.datasets.picmus import PICMUS_SETS
     from drus.pipelines.picmus import evaluate_picmus
+    from drus.sampling.config import OperatorConfig
     from drus.models.prior import load_prior
     from drus.device import resolve_device
 
@@ -459,8 +460,9 @@ def evaluate_picmus_command(sets, unknown_size, n_samples, n_steps, threshold, c
     try:
         sampler = _sampler_config(paper=paper, n_samples=n_samples, n_steps=n_steps, seed=seed, eta=eta, eta_b=eta_b,
                                   prior_fraction=prior_fraction)
-        result = evaluate_picmus(model, sets=names, unknown_size=unknown_size, sampler=sampler,
-                                 sigma0_from_data=not paper, threshold=threshold, compute_dtype=compute_dtype, device=dev,
+        operator = OperatorConfig(unknown_size=unknown_size, threshold=threshold, compute_dtype=compute_dtype)
+        result = evaluate_picmus(model, sets=names, operator=operator, sampler=sampler,
+                                 sigma0_from_data=not paper, device=dev,
                                  data_root=data_root, cache_dir=cache_dir,
                                  out_dir=out_dir)
     except (ValueError, FileNotFoundError) as exc:
@@ -640,10 +642,13 @@ def reconstruct_command(observation, method, angle, x_range, z_range, grid_size,
     op = None
     if method.startswith("drus"):
         from drus.datasets.picmus import picmus_operator
+        from drus.sampling.config import OperatorConfig
 
         try:
-            bf, op = picmus_operator(unknown_size, threshold=threshold, compute_dtype=compute_dtype, cache_dir=cache_dir,
-                                     device=dev, cache=not no_cache)
+            operator_cfg = OperatorConfig(unknown_size=unknown_size, threshold=threshold, compute_dtype=compute_dtype)
+            bf, op = picmus_operator(operator_cfg.unknown_size, threshold=operator_cfg.threshold,
+                                     compute_dtype=operator_cfg.compute_dtype, cache_dir=cache_dir, device=dev,
+                                     cache=not no_cache)
         except ValueError as exc:
             raise click.UsageError(one_line(exc))
     if kind == "channel":
@@ -690,6 +695,7 @@ def reconstruct_command(observation, method, angle, x_range, z_range, grid_size,
     files.append(save_images_hdf5(candidates["hdf5"], grid=img_grid, image=image, amplitude=amp, **arrays,
                                   attrs={"method": method, "observation": str(path), "sigma0": float(sigma0 or 0.0),
                                          **(rec.sampler.to_attrs() if method != "das" else {}),
+                                         **(operator_cfg.to_dict() if method.startswith("drus") else {}),
                                          "sigma0_sampler": float(getattr(rec, "sigma0_sampler", float("nan"))) if method != "das" else float("nan"),
                                          "dataset": ds.name if ds else "", "sigma0_source": sigma_source, "by_layout": by_layout or "channel data"}))
     if img_grid == grid:

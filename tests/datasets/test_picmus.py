@@ -156,6 +156,8 @@ def test_evaluate_picmus_on_fake_data_writes_table_and_files(fake, tmp_path):
     assert saved["var_pooled"].shape == (UNKNOWN, UNKNOWN)
     assert saved["by"].shape == saved["deno_mean"].shape == (MEAS, MEAS) and saved["das_75pw"].shape == (MEAS, MEAS)
     js = json.loads((out / "results.json").read_text())
+    assert js["settings"]["operator"] == {"unknown_size": UNKNOWN, "threshold": 1e-3, "compute_dtype": "float64"}
+    assert js["settings"]["n_samples"] == 2 and js["settings"]["prior_fraction"] == 0.0
     m = js["datasets"]["expe_cont"]["methods"]["DRUSvar"]["metrics"]["gcnr"]
     assert m["paper"] == 0.98 and len(m["values"]) == 2
     assert (out / "table.md").read_text().startswith("| set | metric |")
@@ -351,6 +353,7 @@ def test_cli_reconstruct_drus_var_end_to_end(fake, tmp_path, monkeypatch):
     assert len(m["gcnr (pooled DRUSvar)"]["values"]) == 2
     assert saved.attrs["prior_fraction"] == pytest.approx(0.6) and saved.attrs["sigma0_sampler"] > saved.attrs["sigma0"]
     assert saved.attrs["eta"] == pytest.approx(0.9) and saved.attrs["eta_b"] == 1.0 and saved.attrs["n_steps"] == 1
+    assert saved.attrs["unknown_size"] == UNKNOWN and saved.attrs["compute_dtype"] == "float64"
 
 
 @pytest.mark.realdata

@@ -167,6 +167,16 @@ def test_sampler_config_defaults_are_the_papers_and_validate():
         reconstruct(_blur(), np.ones(_blur().out_shape), sigma0=0.1, model=WhiteGaussianDenoiser(), sampler={"n_steps": 2})
 
 
+def test_operator_config_validates():
+    from drus.sampling.config import OperatorConfig
+
+    assert OperatorConfig().to_dict() == {"unknown_size": 128, "threshold": 1e-3, "compute_dtype": "float64"}
+    for bad, field in (({"unknown_size": 1}, "unknown_size"), ({"threshold": 1.0}, "threshold"),
+                       ({"compute_dtype": "float16"}, "compute_dtype")):
+        with pytest.raises(ValueError, match=field):
+            OperatorConfig(**bad)
+
+
 def test_regularised_sigma0_is_the_stated_quantile_rule():
     from drus.sampling.scaling import regularised_sigma0
 

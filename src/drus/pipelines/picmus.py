@@ -24,7 +24,7 @@ from drus.datasets.picmus import (
 )
 from drus.evaluation.scoring import METHODS, method_envelope, points_in_view, score_image
 from drus.physics.geometry import ImageGrid
-from drus.sampling.config import SamplerConfig
+from drus.sampling.config import OperatorConfig, SamplerConfig
 
 __all__ = ["MethodResult", "DatasetResult", "PicmusEvaluation", "evaluate_picmus"]
 
@@ -230,10 +230,8 @@ def evaluate_picmus(
     model,
     *,
     sets=("simu_reso", "simu_cont", "expe_reso", "expe_cont"),
-    unknown_size: int = 128,
+    operator: OperatorConfig = OperatorConfig(),
     sampler: SamplerConfig = SamplerConfig(),
-    threshold: float = 1e-3,
-    compute_dtype: str = "float64",
     device="cpu",
     data_root=None,
     cache_dir=None,
@@ -252,8 +250,8 @@ def evaluate_picmus(
     - ``DENOmean``: :func:`drus.sampling.reconstruct.deno` (DDRM with ``A = I``) on the ``by_deno`` image
       (signed, max-normalised) with ``σ0 = sigma0_deno``, on the ``By`` grid;
     - ``DRUSmean``, ``DRUSvar``: :func:`drus.sampling.reconstruct.reconstruct` with the decomposed ``BH``
-      (``By`` on 256², unknowns on ``unknown_size²`` over the same field of view — rectangular
-      unless ``unknown_size == 256``; :func:`picmus_operator`, one decomposition shared by every set)
+      (``By`` on 256², unknowns on ``operator.unknown_size²`` over the same field of view — rectangular
+      unless it is 256; :func:`picmus_operator`, one decomposition shared by every set)
       on ``By`` (``by_drus``) with ``σ0 = sigma0_drus``; mean and variance (β = 0.5) of the samples.
 
     Amplitudes for the metrics and B-modes (:func:`method_envelope`): DAS → ``|frame|``; DENOmean
@@ -275,17 +273,13 @@ def evaluate_picmus(
         The prior (:func:`drus.models.prior.load_prior`); used for DENO and DRUS.
     sets : sequence of str
         PICMUS set names (:data:`PICMUS_SETS`).
-    unknown_size : int
-        Side of the DRUS unknown grid (128: minutes of CPU decomposition; 256: the paper's square
-        operator, hours on a CPU).
+    operator : OperatorConfig
+        The unknown grid's side (128: minutes of CPU decomposition; 256: the paper's square
+        operator, hours on a CPU), the decomposition threshold relative to ``s_1`` and its dtype.
     sampler : SamplerConfig
         C (≥ 2 for DRUSvar), steps, η, η_B, β, seed (each dataset and method starts from it) and the
         DRUS prior/data split (default: the paper's configuration; DENO always runs with
         ``prior_fraction = 0``).
-    threshold : float
-        Decomposition threshold relative to ``s_1`` (:func:`drus.physics.decompose.decompose_bh`).
-    compute_dtype : {"float64", "float32"}
-        dtype of the decomposition (:func:`picmus_operator`).
     device : str or torch.device
         Where DDRM (and the decomposition) run.
     data_root, cache_dir : path, optional
@@ -328,16 +322,19 @@ def evaluate_picmus(
     grid = geometry[2]
     t0 = time.perf_counter()
     if decomposed is None:
-        _, decomposed = picmus_operator(unknown_size, geometry=geometry, threshold=threshold,
-                                        compute_dtype=compute_dtype, cache_dir=cache_dir, device=device,
+        _, decomposed = picmus_operator(operator.unknown_size, geometry=geometry, threshold=operator.threshold,
+                                        compute_dtype=operator.compute_dtype, cache_dir=cache_dir, device=device,
                                         progress=progress)
     if tuple(decomposed.out_shape) != grid.shape:
         raise ValueError(f"decomposed maps to {tuple(decomposed.out_shape)} images, the measurement grid is {grid.shape}")
     unknown_grid = decomposed.beamformer.unknown_grid
+    # what was run, also when a ready operator was passed in
+    operator = OperatorConfig(unknown_size=int(unknown_grid.shape[0]), threshold=float(decomposed.threshold),
+                              compute_dtype=decomposed.metadata.get("compute_dtype", operator.compute_dtype))
     seconds_decomposition = time.perf_counter() - t0
     settings = {
         "sets": [d.name for d in chosen], **sampler.to_dict(),
-        "threshold": float(threshold), "compute_dtype": decomposed.metadata.get("compute_dtype", compute_dtype),
+        "operator": operator.to_dict(), "threshold": float(operator.threshold), "compute_dtype": operator.compute_dtype,
         "device": str(device),
         "measurement_grid": list(grid.shape), "unknown_grid": list(unknown_grid.shape),
         "decomposition": {"seconds": seconds_decomposition, "n_kept": int(decomposed.n_kept), "s1": float(decomposed.s1),
@@ -381,7 +378,7 @@ def evaluate_picmus(
             dataset=ds, methods=methods, by=inp.by, by_grid=grid, drus_samples=rec.samples, deno_samples=den.samples,
             cysts=cysts,
             attrs={"sigma0_drus": sigma0, "sigma0_drus_source": sigma0_source, "sigma0_sampler_drus": rec.sigma0_sampler,
-                   **sampler.to_attrs(), "sigma0_deno": ds.sigma0_deno, "threshold": float(threshold),
+                   **sampler.to_attrs(), "sigma0_deno": ds.sigma0_deno, **operator.to_dict(),
                    "scale_drus": rec.scale, "scale_deno": den.scale, "scale_source_drus": rec.scale_source,
                    "scale_source_deno": den.scale_source,
                    # the sampler's own split: total, network and everything else (operator, noise), seconds

@@ -17,7 +17,7 @@ import numbers
 
 from drus.defaults import PRIOR_FRACTION
 
-__all__ = ["SamplerConfig"]
+__all__ = ["SamplerConfig", "OperatorConfig"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,3 +86,41 @@ class SamplerConfig:
     def to_attrs(self) -> dict:
         """The fields for HDF5 attributes (which cannot hold ``None``: an unset seed is left out)."""
         return {k: v for k, v in self.to_dict().items() if v is not None}
+
+
+#: Dtypes the decomposition of ``BH`` can be computed in (:func:`drus.physics.decompose.decompose_bh`).
+COMPUTE_DTYPES = ("float64", "float32")
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorConfig:
+    """The DRUS operator ``BH`` on the PICMUS field of view, and its decomposition (frozen).
+
+    Attributes
+    ----------
+    unknown_size : int
+        Side of the unknown grid (``By`` stays on 256²): 128, the CPU default (minutes of
+        decomposition), or 256, the paper's square operator (79 min on 2 CPU cores).
+    threshold : float
+        Components with ``s ≤ threshold · s_1`` are left to the prior, in [0, 1).
+    compute_dtype : {"float64", "float32"}
+        dtype of the decomposition (float32: about 2× faster, half the memory).
+    """
+
+    unknown_size: int = 128
+    threshold: float = 1e-3
+    compute_dtype: str = "float64"
+
+    def __post_init__(self) -> None:
+        n = self.unknown_size
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 2:
+            raise ValueError(f"unknown_size must be an integer ≥ 2 (pixels per side), got {n!r}")
+        if not (isinstance(self.threshold, numbers.Real) and 0.0 <= float(self.threshold) < 1.0):
+            raise ValueError(f"threshold must lie in [0, 1) (relative to s_1), got {self.threshold!r}")
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {self.compute_dtype!r}")
+
+    def to_dict(self) -> dict:
+        """Plain fields, for JSON and HDF5 attributes."""
+        return dataclasses.asdict(self)
+
