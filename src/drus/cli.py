@@ -249,7 +249,9 @@ def evaluate_numerical(phantom, out_dir, prior, realisations, n_samples, n_steps
     refuse_overwrite([out / f"{n}.{ext}" for n in names for ext in ("json", "md", "png")], overwrite=overwrite)
     model = load_prior(prior, device=dev)
     _check_size_multiple(model, size, "--size")
-    kw = dict(n_samples=n_samples, n_steps=n_steps, size=size, device=dev)
+    from drus.sampling.config import SamplerConfig
+
+    kw = dict(sampler=SamplerConfig.paper(n_samples=n_samples, n_steps=n_steps), size=size, device=dev)
     studies = []
     if phantom in ("occlusion", "both"):
         studies.append(occlusion_study(model, seeds=tuple(range(1000, 1000 + realisations)), **kw))

@@ -56,7 +56,7 @@ class NumericalStudy:
                            "summary": {str(g): v for g, v in self.summary().items()}}, indent=2)
 
 
-def _run(phantom: str, echogenicity, score, *, model, gammas, seeds, n_samples, n_steps, size, device, progress):
+def _run(phantom: str, echogenicity, score, *, model, gammas, seeds, sampler, size, device, progress):
     grid = paper_grid(size)
     K = SeparableBlur.paper(grid)
     p = echogenicity(grid)
@@ -66,23 +66,25 @@ def _run(phantom: str, echogenicity, score, *, model, gammas, seeds, n_samples, 
     for g, s in tqdm(jobs, desc=f"{phantom} study", disable=not progress):
         o = speckle(p, seed=s)
         y, sigma0 = add_noise(K.apply(torch.from_numpy(o)).numpy(), gamma=g, seed=s + 10_000)
-        rec = reconstruct(K, y, sigma0=sigma0, model=model,
-                          sampler=SamplerConfig.paper(n_samples=n_samples, n_steps=n_steps, seed=s),
-                          device=device, progress=False)
+        rec = reconstruct(K, y, sigma0=sigma0, model=model, sampler=sampler.replace(seed=s), device=device,
+                          progress=False)
         images = {"observation": np.abs(y), "DRUSmean": np.abs(rec.mean), "DRUSvar": rec.var}
         for m, img in images.items():
             for k, v in score(img, grid).items():
                 scores[g][m].setdefault(k, []).extend(v)
         if s == seeds[0]:
             example[g] = {"echogenicity": p, "reflectivity": o} | images
-    settings = {"gammas": list(gammas), "seeds": list(seeds), "n_samples": n_samples, "n_steps": n_steps,
+    settings = {"gammas": list(gammas), "seeds": list(seeds), **{k: v for k, v in sampler.to_dict().items() if k != "seed"},
                 "grid": [size, size], "blur": "SeparableBlur.paper (lateral Gaussian 0.17 mm, axial cos-modulated, unit energy)"}
     return NumericalStudy(phantom, scores, settings, example)
 
 
-def occlusion_study(model, *, gammas=(0.02, 0.08), seeds=tuple(range(1000, 1009)), n_samples=10, n_steps=50,
-                    size=256, device="cpu", progress=True) -> NumericalStudy:
-    """Fig. 2: gCNR and SNR on the occlusion phantom for each noise level γ (9 realisations by default)."""
+def occlusion_study(model, *, gammas=(0.02, 0.08), seeds=tuple(range(1000, 1009)),
+                    sampler: SamplerConfig = SamplerConfig(), size=256, device="cpu", progress=True) -> NumericalStudy:
+    """Fig. 2: gCNR and SNR on the occlusion phantom for each noise level γ (9 realisations by default).
+
+    ``sampler``: C, steps, η, η_B, β (the paper's by default); each realisation seeds the sampler
+    with its own speckle seed."""
     disks = occlusion_disks()
 
     def score(img, grid):
@@ -90,12 +92,13 @@ def occlusion_study(model, *, gammas=(0.02, 0.08), seeds=tuple(range(1000, 1009)
         return {"gcnr": d.gcnr, "snr": d.snr}
 
     return _run("occlusion", occlusion_phantom, score, model=model, gammas=gammas, seeds=seeds,
-                n_samples=n_samples, n_steps=n_steps, size=size, device=device, progress=progress)
+                sampler=sampler, size=size, device=device, progress=progress)
 
 
-def scatterer_study(model, *, gammas=(0.018, 0.1), seeds=tuple(range(2000, 2009)), n_samples=10, n_steps=50,
-                    size=256, device="cpu", progress=True) -> NumericalStudy:
-    """Fig. 3: axial/lateral −6 dB FWHM (mm) of the 25 targets of the scatterer phantom."""
+def scatterer_study(model, *, gammas=(0.018, 0.1), seeds=tuple(range(2000, 2009)),
+                    sampler: SamplerConfig = SamplerConfig(), size=256, device="cpu", progress=True) -> NumericalStudy:
+    """Fig. 3: axial/lateral −6 dB FWHM (mm) of the 25 targets of the scatterer phantom (``sampler`` as
+    :func:`occlusion_study`)."""
     points = scatterer_points()
 
     def score(img, grid):
@@ -103,7 +106,7 @@ def scatterer_study(model, *, gammas=(0.018, 0.1), seeds=tuple(range(2000, 2009)
         return {"fwhm_axial_mm": [v * 1e3 for v in r.axial], "fwhm_lateral_mm": [v * 1e3 for v in r.lateral]}
 
     return _run("scatterer", scatterer_phantom, score, model=model, gammas=gammas, seeds=seeds,
-                n_samples=n_samples, n_steps=n_steps, size=size, device=device, progress=progress)
+                sampler=sampler, size=size, device=device, progress=progress)
 
 
 def format_table(study: NumericalStudy) -> str:
