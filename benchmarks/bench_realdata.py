@@ -107,6 +107,49 @@ def draw(labels, out: Path, grid, name: str) -> None:
     print(path)
 
 
+def invivo(op, bf, model, out: Path, C: int, steps: int, seed: int) -> None:
+    """CC and CL (the paper's σ0 12 and 1.5) with the paper's configuration and drus's defaults: pictures only."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from drus.datasets.io import read_drus_by
+    from drus.datasets.picmus import reference_data_dir
+    from drus.evaluation.scoring import method_envelope
+    from drus.evaluation.metrics import to_db
+    from drus.sampling.estimators import pool_window
+
+    grid = bf.unknown_grid
+    sets = {"CC (carotid cross)": ("expe_cross", 12.0), "CL (carotid long.)": ("expe_long", 1.5)}
+    rows = []
+    for label, (name, paper_sigma0) in sets.items():
+        by = read_drus_by(reference_data_dir() / "picmus" / "by_drus" / f"{name}.mat")
+        noise, _ = estimate_sigma0(op, by)
+        for cfg_label, sigma0, sampler in (
+                ("paper", paper_sigma0, SamplerConfig.paper(n_samples=C, n_steps=steps, seed=seed)),
+                ("drus defaults", noise, SamplerConfig.drus(n_samples=C, n_steps=steps, seed=seed))):
+            rec = reconstruct(op, by, sigma0=sigma0, model=model, sampler=sampler, progress=False)
+            rows.append((f"{label}, {cfg_label} (σ0 {sigma0:.3g})", by, rec))
+            print(f"{label}, {cfg_label}: σ0 {sigma0:.3g}, sampler σ0 {rec.sigma0_sampler:.3g}", flush=True)
+    ext_by = [bf.grid.x_axis[0] * 1e3, bf.grid.x_axis[-1] * 1e3, bf.grid.z_axis[-1] * 1e3, bf.grid.z_axis[0] * 1e3]
+    ext = [grid.x_axis[0] * 1e3, grid.x_axis[-1] * 1e3, grid.z_axis[-1] * 1e3, grid.z_axis[0] * 1e3]
+    fig, axes = plt.subplots(len(rows), 4, figsize=(12, 3.1 * len(rows)), squeeze=False)
+    w = pool_window(grid)
+    for r, (label, by, rec) in enumerate(rows):
+        panels = ((f"{label}\nBy envelope", method_envelope("DRUSmean", by), ext_by),
+                  ("DRUSmean", method_envelope("DRUSmean", rec.mean), ext),
+                  ("DRUSvar (paper)", rec.var, ext), (f"DRUSvar pooled {w}×{w}", rec.var_pooled(w), ext))
+        for c, (title, img, e) in enumerate(panels):
+            axes[r, c].imshow(to_db(img, floor_db=-60), cmap="gray", vmin=-60, vmax=0, extent=e, aspect="equal")
+            axes[r, c].set_title(title, fontsize=8)
+            axes[r, c].tick_params(labelsize=6)
+    fig.tight_layout()
+    path = out / "invivo.png"
+    fig.savefig(path, dpi=100)
+    print(path)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", default="validation", help="validation | test | semicolon-separated row names")
@@ -117,6 +160,9 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--figure", default=None, help="semicolon-separated rows to draw (from saved samples) into --out/<name>.png")
     ap.add_argument("--figure-name", default="realdata")
+    ap.add_argument("--invivo", action="store_true",
+                    help="display only: the paper's carotid observations (CC, CL) with both configurations, "
+                         "into --out/invivo.png (no metrics: no ROIs; never used to choose anything)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     out = Path(a.out)
@@ -198,6 +244,8 @@ def main():
 
     if a.figure:
         return draw(a.figure.split(";"), out, grid, a.figure_name)
+    if a.invivo:
+        return invivo(op, bf, model, out, C, steps, a.seed)
 
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
