@@ -10,6 +10,11 @@ import click
 import numpy as np
 
 from drus.defaults import PRIOR_FRACTION as DEFAULT_PRIOR_FRACTION
+from drus.sampling.config import OperatorConfig as _OperatorConfig
+from drus.sampling.config import SamplerConfig as _SamplerConfig
+
+#: The defaults every command shows, from the one place they are declared (no torch import here).
+_PAPER, _OPERATOR = _SamplerConfig(), _OperatorConfig()
 
 
 class InputError(click.ClickException):
@@ -231,8 +236,8 @@ def evaluate() -> None:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="docs/results/numerical", show_default=True)
 @click.option("--prior", type=click.Path(exists=True, dir_okay=False), default=None, help="Default: the shipped prior.")
 @click.option("--realisations", type=click.IntRange(min=1), default=9, show_default=True, help="Speckle realisations per noise level (held-out seeds).")
-@click.option("--samples", "n_samples", type=click.IntRange(min=2), default=10, show_default=True)
-@click.option("--steps", "n_steps", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--samples", "n_samples", type=click.IntRange(min=2), default=_PAPER.n_samples, show_default=True)
+@click.option("--steps", "n_steps", type=click.IntRange(min=1), default=_PAPER.n_steps, show_default=True)
 @click.option("--size", type=click.IntRange(min=16), default=256, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run in --out.")
@@ -308,7 +313,7 @@ def evaluate_by_check(dataset, out_dir, data_root, overwrite) -> None:
 @click.option("--x-range", nargs=2, type=float, default=None, help="With --acquisition: lateral extent in mm.")
 @click.option("--z-range", nargs=2, type=float, default=None, help="With --acquisition: depth extent in mm.")
 @click.option("--method", type=click.Choice(["gram", "svd"]), default="gram", show_default=True, help="Eigendecomposition of AᵀA (faster) or SVD of A.")
-@click.option("--threshold", type=float, default=1e-3, show_default=True, help="Components with s ≤ threshold·s1 get s = 0 (sampled from the prior).")
+@click.option("--threshold", type=float, default=_OPERATOR.threshold, show_default=True, help="Components with s ≤ threshold·s1 get s = 0 (sampled from the prior).")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True, help="Storage dtype of V.")
 @click.option("--compute-dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True, help="dtype of the dense blocks and their decomposition.")
 @click.option("--complement", type=click.Choice(["auto", "basis", "projector"]), default="auto", show_default=True, help="Complete V, or kept vectors + implicit complement.")
@@ -419,10 +424,10 @@ def _torch_threads(threads) -> None:
 
 @evaluate.command("picmus")
 @click.option("--sets", default=",".join(_PICMUS_NAMES), show_default=True, help="Comma-separated PICMUS sets.")
-@click.option("--unknown-size", type=click.IntRange(min=2), default=128, show_default=True, help="Side of the DRUS unknown grid (By stays on 256²; 256 = the paper's square operator, hours of CPU decomposition).")
-@click.option("--samples", "n_samples", type=click.IntRange(min=2), default=10, show_default=True, help="DDRM samples C.")
-@click.option("--steps", "n_steps", type=click.IntRange(min=1), default=50, show_default=True, help="DDRM steps.")
-@click.option("--threshold", type=click.FloatRange(min=0, max=1, max_open=True), default=1e-3, show_default=True, help="Decomposition threshold relative to s1.")
+@click.option("--unknown-size", type=click.IntRange(min=2), default=_OPERATOR.unknown_size, show_default=True, help="Side of the DRUS unknown grid (By stays on 256²; 256 = the paper's square operator, hours of CPU decomposition).")
+@click.option("--samples", "n_samples", type=click.IntRange(min=2), default=_PAPER.n_samples, show_default=True, help="DDRM samples C.")
+@click.option("--steps", "n_steps", type=click.IntRange(min=1), default=_PAPER.n_steps, show_default=True, help="DDRM steps.")
+@click.option("--threshold", type=click.FloatRange(min=0, max=1, max_open=True), default=_OPERATOR.threshold, show_default=True, help="Decomposition threshold relative to s1.")
 @click.option("--compute-dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True, help="dtype of the BH decomposition (float32: ≈ 2× faster and half the memory; the practical choice for --unknown-size 256 on a CPU).")
 @click.option("--prior", type=click.Path(exists=True, dir_okay=False), default=None, help="Prior checkpoint; default: the shipped prior.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="docs/results/picmus", show_default=True)
@@ -434,8 +439,8 @@ def _torch_threads(threads) -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
 @click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run in --out.")
 @click.option("--prior-fraction", type=click.FloatRange(min=0, max=1, max_open=True), default=DEFAULT_PRIOR_FRACTION, show_default=True, help="DRUS: the prior decides at least this fraction of BH's components (see drus reconstruct).")
-@click.option("--eta", type=click.FloatRange(min=0, max=1), default=0.85, show_default=True, help="DDRM's η (the paper: 0.85).")
-@click.option("--eta-b", type=click.FloatRange(min=0, max=1), default=1.0, show_default=True, help="DDRM's η_B (the paper: 1).")
+@click.option("--eta", type=click.FloatRange(min=0, max=1), default=_PAPER.eta, show_default=True, help="DDRM's η.")
+@click.option("--eta-b", type=click.FloatRange(min=0, max=1), default=_PAPER.eta_b, show_default=True, help="DDRM's η_B.")
 @click.option("--paper", is_flag=True, help="The paper's exact configuration: the paper's σ0 per set and --prior-fraction 0 (default: σ0 estimated from each By).")
 def evaluate_picmus_command(sets, unknown_size, n_samples, n_steps, threshold, compute_dtype, prior, out_dir, data_root, cache_dir, device, seed, precision, threads, overwrite, prior_fraction, paper, eta, eta_b) -> None:
     """Paper Table I on PICMUS: DAS 75/1 PW, DENOmean, DRUSmean, DRUSvar (gCNR, SNR, FWHM)."""
@@ -537,10 +542,10 @@ def _read_observation(path: Path, method: str, shape: tuple[int, int], layout: s
 @click.option("--dataset", type=click.Choice(_PICMUS_NAMES), default=None, help="PICMUS set for σ0, the By scale and extra ROIs; default: inferred from the file name when it matches.")
 @click.option("--sigma0", type=float, default=None, help="Noise std of the observation (By units; max-normalised image for deno-mean). Overrides the dataset's.")
 @click.option("--layout", type=click.Choice(sorted(BY_LAYOUTS)), default=None, help="Flattening of a By .mat: drus (column-major, by_drus/) or deno (row-major, max 1, by_deno/). Default: the method's (deno for deno-mean, else drus), checked against the file.")
-@click.option("--unknown-size", type=click.IntRange(min=2), default=128, show_default=True, help="Side of the DRUS unknown grid (a multiple of the prior's 2 ** (levels − 1)).")
-@click.option("--samples", "n_samples", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--steps", "n_steps", type=click.IntRange(min=1), default=50, show_default=True)
-@click.option("--threshold", type=click.FloatRange(min=0, max=1, max_open=True), default=1e-3, show_default=True, help="Decomposition threshold relative to s1.")
+@click.option("--unknown-size", type=click.IntRange(min=2), default=_OPERATOR.unknown_size, show_default=True, help="Side of the DRUS unknown grid (a multiple of the prior's 2 ** (levels − 1)).")
+@click.option("--samples", "n_samples", type=click.IntRange(min=1), default=_PAPER.n_samples, show_default=True)
+@click.option("--steps", "n_steps", type=click.IntRange(min=1), default=_PAPER.n_steps, show_default=True)
+@click.option("--threshold", type=click.FloatRange(min=0, max=1, max_open=True), default=_OPERATOR.threshold, show_default=True, help="Decomposition threshold relative to s1.")
 @click.option("--compute-dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True, help="dtype of the BH decomposition (float32: ≈ 2× faster and half the memory; the practical choice for --unknown-size 256 on a CPU).")
 @click.option("--prior", type=click.Path(exists=True, dir_okay=False), default=None, help="Default: the shipped prior.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out/reconstruct", show_default=True)
@@ -556,8 +561,8 @@ def _read_observation(path: Path, method: str, shape: tuple[int, int], layout: s
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
 @click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run of this observation and method in --out.")
 @click.option("--prior-fraction", type=click.FloatRange(min=0, max=1, max_open=True), default=DEFAULT_PRIOR_FRACTION, show_default=True, help="DRUS: the sampler's σ0 is raised so that the prior decides at least this fraction of BH's components (drus.sampling.scaling.regularised_sigma0; chosen on simulations, docs/realdata.md). 0: σ0 is the noise level, as in the paper.")
-@click.option("--eta", type=click.FloatRange(min=0, max=1), default=0.85, show_default=True, help="DDRM's η (the paper: 0.85).")
-@click.option("--eta-b", type=click.FloatRange(min=0, max=1), default=1.0, show_default=True, help="DDRM's η_B (the paper: 1).")
+@click.option("--eta", type=click.FloatRange(min=0, max=1), default=_PAPER.eta, show_default=True, help="DDRM's η.")
+@click.option("--eta-b", type=click.FloatRange(min=0, max=1), default=_PAPER.eta_b, show_default=True, help="DDRM's η_B.")
 @click.option("--paper", is_flag=True, help="The paper's exact configuration: --prior-fraction 0 and, for the four PICMUS sets, the paper's σ0 (otherwise σ0 is estimated from the data).")
 def reconstruct_command(observation, method, angle, x_range, z_range, grid_size, dataset, sigma0, layout, unknown_size, n_samples, n_steps, threshold, compute_dtype, prior, out_dir, phantom, cache_dir, no_cache, device, seed, threads, overwrite, prior_fraction, paper, eta, eta_b) -> None:
     """Reconstruct one observation: a DRUS By .mat, a DENO By .mat or PICMUS/USTB channel data.
