@@ -17,6 +17,23 @@ from drus.sampling.config import SamplerConfig as _SamplerConfig
 _PAPER, _OPERATOR = _SamplerConfig(), _OperatorConfig()
 
 
+def _sampler_options(command):
+    """The DRUS sampler's options shared by ``reconstruct`` and ``evaluate picmus`` (one declaration)."""
+    for option in reversed((
+        click.option("--prior-fraction", type=click.FloatRange(min=0, max=1, max_open=True), default=DEFAULT_PRIOR_FRACTION,
+                     show_default=True, help="DRUS: the sampler's σ0 is raised so that the prior decides at least this "
+                     "fraction of BH's components (drus.sampling.scaling.regularised_sigma0; chosen on simulations, "
+                     "docs/realdata.md). 0: σ0 is the noise level, as in the paper."),
+        click.option("--eta", type=click.FloatRange(min=0, max=1), default=_PAPER.eta, show_default=True, help="DDRM's η."),
+        click.option("--eta-b", type=click.FloatRange(min=0, max=1), default=_PAPER.eta_b, show_default=True,
+                     help="DDRM's η_B."),
+        click.option("--paper", is_flag=True, help="The paper's exact configuration: --prior-fraction 0, η 0.85, η_B 1 "
+                     "and, for the four PICMUS sets, the paper's σ0 (otherwise σ0 is estimated from the data)."),
+    )):
+        command = option(command)
+    return command
+
+
 class InputError(click.ClickException):
     """A drus error about the user's input (a file, an option, a value): ``Error: …`` on one line, exit 2."""
 
@@ -438,10 +455,7 @@ def _torch_threads(threads) -> None:
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True, help="Network precision (bf16/fp16 for GPUs).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
 @click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run in --out.")
-@click.option("--prior-fraction", type=click.FloatRange(min=0, max=1, max_open=True), default=DEFAULT_PRIOR_FRACTION, show_default=True, help="DRUS: the prior decides at least this fraction of BH's components (see drus reconstruct).")
-@click.option("--eta", type=click.FloatRange(min=0, max=1), default=_PAPER.eta, show_default=True, help="DDRM's η.")
-@click.option("--eta-b", type=click.FloatRange(min=0, max=1), default=_PAPER.eta_b, show_default=True, help="DDRM's η_B.")
-@click.option("--paper", is_flag=True, help="The paper's exact configuration: the paper's σ0 per set and --prior-fraction 0 (default: σ0 estimated from each By).")
+@_sampler_options
 def evaluate_picmus_command(sets, unknown_size, n_samples, n_steps, threshold, compute_dtype, prior, out_dir, data_root, cache_dir, device, seed, precision, threads, overwrite, prior_fraction, paper, eta, eta_b) -> None:
     """Paper Table I on PICMUS: DAS 75/1 PW, DENOmean, DRUSmean, DRUSvar (gCNR, SNR, FWHM)."""
     from drus.datasets.picmus import PICMUS_SETS
@@ -560,10 +574,7 @@ def _read_observation(path: Path, method: str, shape: tuple[int, int], layout: s
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
 @click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run of this observation and method in --out.")
-@click.option("--prior-fraction", type=click.FloatRange(min=0, max=1, max_open=True), default=DEFAULT_PRIOR_FRACTION, show_default=True, help="DRUS: the sampler's σ0 is raised so that the prior decides at least this fraction of BH's components (drus.sampling.scaling.regularised_sigma0; chosen on simulations, docs/realdata.md). 0: σ0 is the noise level, as in the paper.")
-@click.option("--eta", type=click.FloatRange(min=0, max=1), default=_PAPER.eta, show_default=True, help="DDRM's η.")
-@click.option("--eta-b", type=click.FloatRange(min=0, max=1), default=_PAPER.eta_b, show_default=True, help="DDRM's η_B.")
-@click.option("--paper", is_flag=True, help="The paper's exact configuration: --prior-fraction 0 and, for the four PICMUS sets, the paper's σ0 (otherwise σ0 is estimated from the data).")
+@_sampler_options
 def reconstruct_command(observation, method, angle, x_range, z_range, grid_size, dataset, sigma0, layout, unknown_size, n_samples, n_steps, threshold, compute_dtype, prior, out_dir, phantom, cache_dir, no_cache, device, seed, threads, overwrite, prior_fraction, paper, eta, eta_b) -> None:
     """Reconstruct one observation: a DRUS By .mat, a DENO By .mat or PICMUS/USTB channel data.
 
