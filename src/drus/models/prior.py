@@ -12,7 +12,10 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["DEFAULT_PRIOR", "default_prior_path", "Autocast", "PRECISIONS", "load_prior"]
+from drus.sampling.config import PRECISION_NAMES
+
+__all__ = ["DEFAULT_PRIOR", "default_prior_path", "Autocast", "PRECISIONS", "load_prior", "size_multiple",
+           "check_size_multiple"]
 
 DEFAULT_PRIOR = "default.safetensors"
 
@@ -35,7 +38,8 @@ class Autocast(torch.nn.Module):
             return self.model(x, t).float()
 
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: The network precisions (:data:`drus.sampling.config.PRECISION_NAMES`) and their autocast dtypes (None: float32).
+PRECISIONS = dict(zip(PRECISION_NAMES, (None, torch.bfloat16, torch.float16)))
 
 
 def load_prior(path=None, *, device="cpu", precision: str = "fp32") -> torch.nn.Module:
@@ -70,3 +74,27 @@ def load_prior(path=None, *, device="cpu", precision: str = "fp32") -> torch.nn.
     model = model if PRECISIONS[precision] is None else Autocast(model, PRECISIONS[precision]).eval()
     model.noise_schedule = schedule  # None: the paper's (linear 1e-4 → 0.02, T = 1000), drus.sampling.schedule.NoiseSchedule()
     return model
+
+
+def size_multiple(model: torch.nn.Module) -> int:
+    """The image side the prior's UNet needs a multiple of (its ``2 ** (levels − 1)``; 1 if it does not say)."""
+    for m in model.modules():
+        mult = getattr(getattr(m, "config", None), "size_multiple", None)
+        if mult:
+            return int(mult)
+    return 1
+
+
+def check_size_multiple(model: torch.nn.Module, size: int, *, option: str) -> None:
+    """Refuse an image side ``size`` (pixels) the prior cannot take, before any decomposition or sampling.
+
+    Raises :class:`drus.errors.OptionError` naming ``option`` (the argument that set ``size``) and the
+    nearest sides that work.
+    """
+    from drus.errors import OptionError
+
+    m = size_multiple(model)
+    if size % m:
+        lo, hi = size // m * m, (size // m + 1) * m
+        raise OptionError(option, f"{size} is not a multiple of {m}, which the prior's UNet needs (its "
+                                  f"2 ** (levels − 1)); use e.g. {lo or hi} or {hi}")

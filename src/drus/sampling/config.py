@@ -1,23 +1,51 @@
-"""How DRUS samples, declared once: :class:`SamplerConfig`.
+"""How a reconstruction runs, declared once: :class:`ReconstructionConfig`.
 
-``reconstruct``, DENO, the PICMUS evaluation and a user's acquisition take one
-:class:`SamplerConfig`; the CLI builds it from its options, and results save it
-(:meth:`SamplerConfig.to_dict`, :meth:`SamplerConfig.to_attrs`). (The demo and the numerical study
-still take C and the number of steps and build it inside.) Its defaults are the paper's (Sect. III–IV: C = 10 samples,
-50 DDRM steps, η = 0.85, η_B = 1, β = 0.5); :meth:`SamplerConfig.drus` is drus's own default for
-real acquisitions, which differs only in the prior/data split (:data:`drus.defaults.PRIOR_FRACTION`,
-docs/realdata.md).
+One frozen :class:`ReconstructionConfig` holds everything that decides a reconstruction besides the
+observation: the sampler (:class:`SamplerConfig`), the operator ``BH`` and its decomposition
+(:class:`OperatorConfig`), the prior checkpoint, the device and the network precision. The
+pipelines (:func:`drus.pipelines.reconstruct.reconstruct_file`, :func:`drus.pipelines.demo.run_demo`)
+take it, the CLI builds it from its options, and results save it (:meth:`ReconstructionConfig.to_dict`
+in JSON, :meth:`ReconstructionConfig.to_attrs` in HDF5 attributes); :meth:`ReconstructionConfig.from_dict`
+reads it back. ``reconstruct``, DENO, the PICMUS evaluation, the numerical study and a user's
+acquisition take its :class:`SamplerConfig` part.
+
+The sampler's defaults are the paper's (Sect. III–IV: C = 10 samples, 50 DDRM steps, η = 0.85,
+η_B = 1, β = 0.5); :meth:`SamplerConfig.drus` is drus's own default for real acquisitions, which
+differs only in the prior/data split (:data:`drus.defaults.PRIOR_FRACTION`, docs/realdata.md), and
+:meth:`SamplerConfig.quick` the short preset of ``drus demo --quick``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import json
 import math
 import numbers
+import os
 
 from drus.defaults import PRIOR_FRACTION
 
-__all__ = ["SamplerConfig", "OperatorConfig"]
+__all__ = ["SamplerConfig", "OperatorConfig", "ReconstructionConfig", "PRECISION_NAMES", "QUICK_SAMPLES", "QUICK_STEPS"]
+
+#: ``drus demo --quick``: C and DDRM steps of the short preset (about a minute on 2 CPU cores).
+QUICK_SAMPLES, QUICK_STEPS = 4, 20
+
+#: Network precisions (:data:`drus.models.prior.PRECISIONS` maps them to torch dtypes; bf16/fp16 for GPUs).
+PRECISION_NAMES = ("fp32", "bf16", "fp16")
+
+
+def _check_keys(cls, data, where: str) -> dict:
+    """``data`` as a dict whose keys are all fields of ``cls``; an unknown key is refused with a "did you mean"."""
+    if not isinstance(data, dict):
+        raise TypeError(f"{where} must be a dict of {cls.__name__} fields, got {type(data).__name__}")
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            near = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise ValueError(f"{where}: unknown field {key!r} of {cls.__name__} (fields: {', '.join(names)}){hint}")
+    return dict(data)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +103,17 @@ class SamplerConfig:
         """drus's default for real acquisitions: the paper's, with ``prior_fraction`` = 0.6."""
         return cls(**{"prior_fraction": PRIOR_FRACTION, **changes})
 
+    @classmethod
+    def quick(cls, **changes) -> "SamplerConfig":
+        """The short preset of ``drus demo --quick``: the paper's, with C = :data:`QUICK_SAMPLES` and
+        :data:`QUICK_STEPS` DDRM steps."""
+        return cls(**{"n_samples": QUICK_SAMPLES, "n_steps": QUICK_STEPS, **changes})
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SamplerConfig":
+        """The configuration :meth:`to_dict` wrote (missing fields take their defaults; unknown ones are refused)."""
+        return cls(**_check_keys(cls, data, "sampler"))
+
     def replace(self, **changes) -> "SamplerConfig":
         """A copy with ``changes`` (validated)."""
         return dataclasses.replace(self, **changes)
@@ -123,4 +162,96 @@ class OperatorConfig:
     def to_dict(self) -> dict:
         """Plain fields, for JSON and HDF5 attributes."""
         return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "OperatorConfig":
+        """A copy with ``changes`` (validated)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "OperatorConfig":
+        """The configuration :meth:`to_dict` wrote (missing fields take their defaults; unknown ones are refused)."""
+        return cls(**_check_keys(cls, data, "operator"))
+
+
+@dataclasses.dataclass(frozen=True)
+class ReconstructionConfig:
+    """Everything that decides a reconstruction besides the observation (frozen, validated).
+
+    Attributes
+    ----------
+    sampler : SamplerConfig
+        DDRM and the DRUS estimators (C, steps, η, η_B, β, seed, prior fraction).
+    operator : OperatorConfig
+        The unknown grid of ``BH`` on the PICMUS field of view, the decomposition threshold and dtype
+        (used by the methods that decompose ``BH``).
+    prior : str or None
+        Path of the prior checkpoint (``.safetensors`` or guided-diffusion ``.pt``); ``None``: the
+        shipped prior (:func:`drus.models.prior.default_prior_path`).
+    device : str
+        ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, … as given (a
+        ``torch.device`` is kept by its name); resolved and checked by :func:`drus.device.resolve_device`.
+    precision : {"fp32", "bf16", "fp16"}
+        Network precision (bf16/fp16 run the network under autocast, for GPUs).
+    """
+
+    sampler: SamplerConfig = dataclasses.field(default_factory=SamplerConfig)
+    operator: OperatorConfig = dataclasses.field(default_factory=OperatorConfig)
+    prior: str | None = None
+    device: str = "auto"
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.sampler, SamplerConfig):
+            raise TypeError(f"sampler must be a SamplerConfig, got {type(self.sampler).__name__}")
+        if not isinstance(self.operator, OperatorConfig):
+            raise TypeError(f"operator must be an OperatorConfig, got {type(self.operator).__name__}")
+        if self.prior is not None:
+            if not isinstance(self.prior, (str, os.PathLike)) or not str(self.prior):
+                raise ValueError(f"prior must be a checkpoint path or None (the shipped prior), got {self.prior!r}")
+            object.__setattr__(self, "prior", str(self.prior))
+        if type(self.device).__name__ == "device":  # a torch.device: kept by its name ("cpu", "cuda:0")
+            object.__setattr__(self, "device", str(self.device))
+        if not isinstance(self.device, str) or not self.device:
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        if self.precision not in PRECISION_NAMES:
+            raise ValueError(f"precision must be one of {', '.join(PRECISION_NAMES)}, got {self.precision!r}")
+
+    def replace(self, **changes) -> "ReconstructionConfig":
+        """A copy with ``changes`` (validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """Nested plain fields, for JSON (``prior`` and the sampler's ``seed`` may be ``None``)."""
+        return {"sampler": self.sampler.to_dict(), "operator": self.operator.to_dict(), "prior": self.prior,
+                "device": self.device, "precision": self.precision}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ReconstructionConfig":
+        """The configuration :meth:`to_dict` (or :meth:`to_json`) wrote; missing fields take their defaults,
+        unknown ones are refused with the fields allowed."""
+        data = _check_keys(cls, data, "reconstruction config")
+        if "sampler" in data:
+            data["sampler"] = SamplerConfig.from_dict(data["sampler"])
+        if "operator" in data:
+            data["operator"] = OperatorConfig.from_dict(data["operator"])
+        return cls(**data)
+
+    def to_json(self) -> str:
+        """:meth:`to_dict` as one JSON string (what results store in the HDF5 attribute ``config``)."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ReconstructionConfig":
+        """The configuration :meth:`to_json` wrote."""
+        try:
+            data = json.loads(text)
+        except (TypeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"reconstruction config: not valid JSON ({exc})") from None
+        return cls.from_dict(data)
+
+    def to_attrs(self) -> dict:
+        """HDF5 attributes: the whole configuration as JSON under ``config`` (read back with
+        :meth:`from_json`), and the sampler's and operator's fields flat, for a quick look."""
+        return {**self.sampler.to_attrs(), **self.operator.to_dict(), "prior": self.prior or "",
+                "device_requested": self.device, "precision": self.precision, "config": self.to_json()}
 
