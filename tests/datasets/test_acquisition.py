@@ -26,7 +26,8 @@ from drus.physics.decomposition_cache import cache_key
 from drus.physics.decompose import decompose_bh, operator_error
 from drus.physics.forward import PlaneWaveModel, first_firing_time, receive_delay, steered_plane_wave_delay
 from drus.physics.geometry import ImageGrid, LinearProbe, PlaneWave
-from drus.datasets.io import ChannelData, DataFileError, write_ustb_channel_data
+from drus.datasets.channel_data import ChannelData
+from drus.datasets.io import DataFileError, write_ustb_channel_data
 from drus.physics.pulse import estimate_spectrum, gaussian_pulse
 
 FS, C = 20.832e6, 1540.0
@@ -315,7 +316,6 @@ def test_reconstruct_a_small_simulated_acquisition(tmp_path):
     from drus.physics.phantoms import speckle
 
     theta = math.radians(-1.5)
-    probe = LinearProbe(16, 0.3e-3, 5.2e6, 0.6)
     grid = ImageGrid.from_extent(x_min=-2.2e-3, x_max=2.2e-3, z_min=3e-3, z_max=7e-3, n_x=16, n_z=16)
     acq0 = tiny_acquisition(n_elements=16, angle=theta, t0=0.0, n_samples=300)
     bf = acq0.beamformer(grid)

@@ -17,8 +17,8 @@ import scipy.io
 from scipy.signal import hilbert
 
 from drus.physics.geometry import ImageGrid
+from drus.datasets.channel_data import ChannelData
 from drus.datasets.io import (
-    ChannelData,
     DataFileError,
     load_images_hdf5,
     read_das_reference,

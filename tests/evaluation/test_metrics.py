@@ -25,7 +25,8 @@ from drus.evaluation.metrics import (
     snr,
     to_db,
 )
-from drus.physics.phantoms import Box, Disk, occlusion_disks, occlusion_phantom, scatterer_points, speckle
+from drus.physics.geometry import Box, Disk
+from drus.physics.phantoms import occlusion_disks, occlusion_phantom, scatterer_points, speckle
 
 RAYLEIGH_SNR = math.sqrt(math.pi / (4 - math.pi))  # ≈ 1.913, envelope of circular complex Gaussian speckle
 HALF_NORMAL_SNR = math.sqrt(2 / math.pi) / math.sqrt(1 - 2 / math.pi)  # ≈ 1.324, |N(0, σ²)|

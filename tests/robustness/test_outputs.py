@@ -18,7 +18,8 @@ def channel_file(tmp_path_factory):
     """A small PICMUS/USTB channel-data file of one point target."""
     from drus.physics.forward import PlaneWaveModel
     from drus.physics.geometry import ImageGrid, picmus
-    from drus.datasets.io import ChannelData, write_ustb_channel_data
+    from drus.datasets.channel_data import ChannelData
+    from drus.datasets.io import write_ustb_channel_data
 
     probe, wave, _ = picmus(8)
     grid = ImageGrid.from_extent(x_min=-2e-3, x_max=2e-3, z_min=14e-3, z_max=16e-3, n_x=11, n_z=11)

@@ -62,8 +62,8 @@ import numpy as np
 
 from drus.physics.forward import first_firing_time
 from drus.physics.geometry import ImageGrid, LinearProbe, PlaneWave, array_pitch
+from drus.datasets.channel_data import ChannelData
 from drus.datasets.io import (
-    ChannelData,
     DataFileError,
     _existing,
     _finite,
@@ -279,7 +279,7 @@ class Acquisition:
         bandwidth: float | None = None,
         spectrum_source: str = "",
     ) -> "Acquisition":
-        """Transmit ``index`` of a multi-transmit :class:`~drus.datasets.io.ChannelData` (RF, linear array at z = 0)."""
+        """Transmit ``index`` of a multi-transmit :class:`~drus.datasets.channel_data.ChannelData` (RF, linear array at z = 0)."""
         cd = channel_data
         path = cd.source or "channel data"
         if cd.is_iq:

@@ -22,7 +22,8 @@ import numpy as np
 
 from drus.physics.beamform import MatchedFilterBeamformer, envelope
 from drus.physics.geometry import ImageGrid, array_pitch
-from drus.physics.phantoms import Disk, PicmusPhantom
+from drus.physics.geometry import Disk
+from drus.physics.phantoms import PicmusPhantom
 
 __all__ = [
     "PicmusSet",
@@ -211,7 +212,7 @@ def channel_data_to_by(
 
     Parameters
     ----------
-    channel_data : drus.datasets.io.ChannelData
+    channel_data : drus.datasets.channel_data.ChannelData
         RF channel data (:func:`drus.datasets.io.read_channel_data`); IQ data are refused.
     beamformer : MatchedFilterBeamformer
         Its probe must have the file's number of elements and pitch.

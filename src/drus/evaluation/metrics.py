@@ -29,7 +29,7 @@ from typing import Iterable, NamedTuple, Sequence
 import numpy as np
 
 from drus.physics.geometry import ImageGrid
-from drus.physics.phantoms import Box, Disk
+from drus.physics.geometry import Box, Disk
 
 __all__ = [
     "to_db",
@@ -252,7 +252,7 @@ def _as_disk(d) -> Disk:
     try:
         x, z, r = d
     except (TypeError, ValueError):
-        raise TypeError(f"a cyst must be a drus.physics.phantoms.Disk or an (x, z, radius) triple, got {d!r}") from None
+        raise TypeError(f"a cyst must be a drus.physics.geometry.Disk or an (x, z, radius) triple, got {d!r}") from None
     return Disk(x, z, r)
 
 

@@ -11,10 +11,15 @@ Conventions (used throughout drus)
 
 Dimension names: ``n_samples`` (fast time), ``n_elements`` (receive channels), ``n_z``, ``n_x``
 (image), ``n_tx`` (transmit events).
+
+Regions of the imaging plane (:class:`Disk`, :class:`Box`, in m) are geometry too: the phantoms draw
+their media with them (:mod:`drus.physics.phantoms`) and the metrics score their ROIs
+(:mod:`drus.evaluation.metrics`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +29,8 @@ __all__ = [
     "LinearProbe",
     "ImageGrid",
     "PlaneWave",
+    "Disk",
+    "Box",
     "picmus_probe",
     "picmus_plane_wave",
     "paper_grid",
@@ -272,6 +279,52 @@ PICMUS_F0 = 5.208e6  # Hz
 PICMUS_BANDWIDTH = 0.67
 PICMUS_FS = 20.832e6  # Hz
 PICMUS_C = 1540.0  # m/s
+
+
+# --- regions of the imaging plane: the media of the phantoms and the ROIs of the metrics -------------
+@dataclass(frozen=True)
+class Disk:
+    """A disk in the imaging plane: an anechoic occlusion, a cyst ROI or a small target.
+
+    Parameters
+    ----------
+    x, z : float
+        Centre in m (lateral, depth).
+    radius : float
+        Radius in m, ``> 0``.
+    """
+
+    x: float
+    z: float
+    radius: float
+
+    def __post_init__(self) -> None:
+        for name in ("x", "z", "radius"):
+            v = float(getattr(self, name))
+            if not math.isfinite(v):
+                raise ValueError(f"Disk.{name} must be finite, got {v!r}")
+            object.__setattr__(self, name, v)
+        if self.radius <= 0:
+            raise ValueError(f"Disk.radius must be > 0 m, got {self.radius!r}")
+
+
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned rectangle ``[x_min, x_max] × [z_min, z_max]`` in m (e.g. a speckle ROI)."""
+
+    x_min: float
+    x_max: float
+    z_min: float
+    z_max: float
+
+    def __post_init__(self) -> None:
+        for name in ("x_min", "x_max", "z_min", "z_max"):
+            v = float(getattr(self, name))
+            if not math.isfinite(v):
+                raise ValueError(f"Box.{name} must be finite, got {v!r}")
+            object.__setattr__(self, name, v)
+        if not (self.x_min < self.x_max and self.z_min < self.z_max):
+            raise ValueError(f"Box needs x_min < x_max and z_min < z_max, got {self!r}")
 
 
 def picmus_probe() -> LinearProbe:

@@ -21,6 +21,10 @@ Contents
   targets, scatterer lists) read from their HDF5 files, and :func:`rasterize_scatterers` to put a
   scatterer list on an image grid.
 
+The regions these phantoms are drawn with and scored on, :class:`~drus.physics.geometry.Disk` and
+:class:`~drus.physics.geometry.Box`, are plane geometry and live in :mod:`drus.physics.geometry`;
+:func:`render_disks` rasterises disks on a grid.
+
 Reproducibility: every stochastic function takes ``seed`` (an int, or ``None`` for fresh entropy) or
 ``rng`` (a :class:`numpy.random.Generator`), keyword-only; the same seed gives the same array.
 """
@@ -34,11 +38,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from drus.physics.geometry import ImageGrid
+from drus.physics.geometry import Box, Disk, ImageGrid
 
 __all__ = [
-    "Disk",
-    "Box",
     "occlusion_disks",
     "occlusion_phantom",
     "scatterer_disks",
@@ -95,52 +97,6 @@ def _finite_real_array(name: str, value) -> np.ndarray:
 def _float_dtype(a: np.ndarray) -> np.dtype:
     """float32 for float32/int inputs (the image convention), float64 kept as float64."""
     return np.dtype(np.float64) if a.dtype == np.float64 else np.dtype(np.float32)
-
-
-# --- ROI shapes ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Disk:
-    """A disk in the imaging plane: an anechoic occlusion, a cyst ROI or a small target.
-
-    Parameters
-    ----------
-    x, z : float
-        Centre in m (lateral, depth).
-    radius : float
-        Radius in m, ``> 0``.
-    """
-
-    x: float
-    z: float
-    radius: float
-
-    def __post_init__(self) -> None:
-        for name in ("x", "z", "radius"):
-            v = float(getattr(self, name))
-            if not math.isfinite(v):
-                raise ValueError(f"Disk.{name} must be finite, got {v!r}")
-            object.__setattr__(self, name, v)
-        if self.radius <= 0:
-            raise ValueError(f"Disk.radius must be > 0 m, got {self.radius!r}")
-
-
-@dataclass(frozen=True)
-class Box:
-    """An axis-aligned rectangle ``[x_min, x_max] × [z_min, z_max]`` in m (e.g. a speckle ROI)."""
-
-    x_min: float
-    x_max: float
-    z_min: float
-    z_max: float
-
-    def __post_init__(self) -> None:
-        for name in ("x_min", "x_max", "z_min", "z_max"):
-            v = float(getattr(self, name))
-            if not math.isfinite(v):
-                raise ValueError(f"Box.{name} must be finite, got {v!r}")
-            object.__setattr__(self, name, v)
-        if not (self.x_min < self.x_max and self.z_min < self.z_max):
-            raise ValueError(f"Box needs x_min < x_max and z_min < z_max, got {self!r}")
 
 
 def render_disks(grid: ImageGrid, disks: Iterable[Disk]) -> np.ndarray:
