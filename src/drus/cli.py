@@ -9,12 +9,17 @@ from pathlib import Path
 import click
 import numpy as np
 
+from drus.defaults import DEMO_SEED
 from drus.defaults import PRIOR_FRACTION as DEFAULT_PRIOR_FRACTION
+from drus.errors import OptionError
+from drus.pipelines.reconstruct import BY_LAYOUTS, RECONSTRUCT_METHODS
+from drus.sampling.config import COMPUTE_DTYPES, PRECISION_NAMES, QUICK_SAMPLES, QUICK_STEPS
 from drus.sampling.config import OperatorConfig as _OperatorConfig
+from drus.sampling.config import ReconstructionConfig as _ReconstructionConfig
 from drus.sampling.config import SamplerConfig as _SamplerConfig
 
 #: The defaults every command shows, from the one place they are declared (no torch import here).
-_PAPER, _OPERATOR = _SamplerConfig(), _OperatorConfig()
+_PAPER, _OPERATOR, _RECONSTRUCTION = _SamplerConfig(), _OperatorConfig(), _ReconstructionConfig()
 
 
 def _sampler_options(command):
@@ -65,6 +70,10 @@ class DrusGroup(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except OptionError as exc:  # a library check of an option: reported as click reports its own
+            if ctx.find_root().params.get("debug"):
+                raise
+            raise click.BadParameter(exc.problem, param_hint=exc.option) from exc
         except USER_ERRORS as exc:
             if ctx.find_root().params.get("debug"):
                 raise
@@ -80,35 +89,18 @@ def main(verbose: int, debug: bool) -> None:
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)], format="%(levelname)s %(name)s: %(message)s")
 
 
-def _size_multiple(model) -> int:
-    """The image side the prior's UNet needs a multiple of (1 if it does not say)."""
-    for m in model.modules():
-        mult = getattr(getattr(m, "config", None), "size_multiple", None)
-        if mult:
-            return int(mult)
-    return 1
-
-
-def _check_size_multiple(model, size: int, option: str) -> None:
-    """Reject an image side the prior cannot take, before any decomposition or sampling."""
-    m = _size_multiple(model)
-    if size % m:
-        lo, hi = size // m * m, (size // m + 1) * m
-        raise click.BadParameter(f"{size} is not a multiple of {m}, which the prior's UNet needs (its "
-                                 f"2 ** (levels − 1)); use e.g. {lo or hi} or {hi}", param_hint=option)
-
-
 @main.command()
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out/demo", show_default=True, help="Output folder.")
-@click.option("--quick", is_flag=True, help="C = 4 samples and 20 steps instead of 10 and 50, in both parts (about a minute on 2 CPU cores).")
-@click.option("--seed", type=int, default=1000, show_default=True, help="Speckle/noise seed (held out from training).")
+@click.option("--quick", is_flag=True, help=f"The quick preset (SamplerConfig.quick): C = {QUICK_SAMPLES} samples and "
+              f"{QUICK_STEPS} steps instead of {_PAPER.n_samples} and {_PAPER.n_steps}, in both parts (about a minute on 2 CPU cores).")
+@click.option("--seed", type=int, default=DEMO_SEED, show_default=True, help="Speckle/noise and sampler seed (held out from training).")
 @click.option("--prior", type=click.Path(exists=True, dir_okay=False), default=None, help="Prior checkpoint (.safetensors); default: the shipped prior.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, …")
-@click.option("--samples", "n_samples", type=click.IntRange(min=2), default=None, help="Number of DDRM samples C ≥ 2 (default 10; 4 with --quick).")
-@click.option("--steps", "n_steps", type=click.IntRange(min=1), default=None, help="DDRM steps (default 50; 20 with --quick).")
+@click.option("--device", default=_RECONSTRUCTION.device, show_default=True, help="auto, cpu, cuda, cuda:1, …")
+@click.option("--samples", "n_samples", type=click.IntRange(min=2), default=None, help=f"Number of DDRM samples C ≥ 2 (default {_PAPER.n_samples}; {QUICK_SAMPLES} with --quick).")
+@click.option("--steps", "n_steps", type=click.IntRange(min=1), default=None, help=f"DDRM steps (default {_PAPER.n_steps}; {QUICK_STEPS} with --quick).")
 @click.option("--gamma", type=click.FloatRange(min=0), default=0.02, show_default=True, help="Additive noise level γ: of the blur observation, and of the channel data (γ·max|y|).")
 @click.option("--size", type=click.IntRange(min=16), default=256, show_default=True, help="Grid side in pixels over the paper's field of view.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True, help="Network precision (bf16/fp16 for GPUs).")
+@click.option("--precision", type=click.Choice(PRECISION_NAMES), default=_RECONSTRUCTION.precision, show_default=True, help="Network precision (bf16/fp16 for GPUs).")
 @click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run in --out.")
 @click.option("--plane-wave-size", type=click.IntRange(min=16), default=96, show_default=True, help="Plane-wave panel: pixels along the depth of its grid (96: 64 × 96 unknowns of 0.15 mm).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Decomposition cache of the plane-wave panel (default: $DRUS_CACHE or ~/.cache/drus, as drus reconstruct).")
@@ -116,22 +108,22 @@ def demo(out_dir, quick, seed, prior, device, n_samples, n_steps, gamma, size, p
          cache_dir) -> None:
     """Reconstruct the numerical occlusion phantom end to end (the paper's separable-blur study) and a
     simulated plane-wave acquisition through the drus reconstruct FILE path; write pictures and metrics."""
-    from drus.pipelines.demo import DEMO_FILES, run_demo
+    from drus.pipelines.demo import DEMO_FILES, demo_config, run_demo
     from drus.outputs import check_writable_dir, refuse_overwrite
-    from drus.models.prior import load_prior
+    from drus.models.prior import check_size_multiple, load_prior
     from drus.device import resolve_device
 
+    given = {k: v for k, v in (("n_samples", n_samples), ("n_steps", n_steps)) if v is not None}
+    config = demo_config(quick=quick, seed=seed, **given).replace(prior=prior, device=device, precision=precision)
     # everything that can be wrong is checked before the minutes of sampling
-    resolve_device(device)
+    resolve_device(config.device)
     out = check_writable_dir(out_dir)
     refuse_overwrite([out / f for f in DEMO_FILES], overwrite=overwrite)
     if cache_dir is not None:
         check_writable_dir(cache_dir, option="--cache-dir")
-    _check_size_multiple(load_prior(prior), size, "--size")
-    result = run_demo(
-        out_dir, quick=quick, seed=seed, prior=prior, device=device, n_samples=n_samples, n_steps=n_steps, gamma=gamma,
-        size=size, precision=precision, overwrite=overwrite, plane_wave_size=plane_wave_size, cache_dir=cache_dir,
-    )
+    check_size_multiple(load_prior(config.prior), size, option="--size")
+    result = run_demo(out_dir, config=config, seed=seed, gamma=gamma, size=size, overwrite=overwrite,
+                      plane_wave_size=plane_wave_size, cache_dir=cache_dir)
     click.echo(result.table())
     click.echo(f"\nwrote {', '.join(str(p) for p in result.files)}")
 
@@ -220,7 +212,7 @@ def beamform(path, out_png, angles, x_range, z_range, pixel, f_number, center_fr
 @click.option("--init-from", type=click.Path(exists=True, dir_okay=False), default=None, help="Fine-tune a drus prior (.safetensors, e.g. src/drus/priors/default.safetensors) or a guided-diffusion .pt checkpoint (lr 1e-4, batch 1 in the paper).")
 @click.option("--init-config", "init_config_json", default=None, help="Architecture of --init-from as JSON (default: OpenAI 256x256 uncond).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", default=_RECONSTRUCTION.device, show_default=True)
 @click.option("--threads", type=int, default=None, help="CPU threads for torch.")
 @click.option("--checkpoint-every", type=int, default=500, show_default=True)
 def train(out_dir, data, steps, batch_size, image_size, lr, ema_decay, grad_clip, learn_sigma, psf_std_px, model_json, preset, init_from, init_config_json, seed, device, threads, checkpoint_every) -> None:
@@ -256,13 +248,13 @@ def evaluate() -> None:
 @click.option("--samples", "n_samples", type=click.IntRange(min=2), default=_PAPER.n_samples, show_default=True)
 @click.option("--steps", "n_steps", type=click.IntRange(min=1), default=_PAPER.n_steps, show_default=True)
 @click.option("--size", type=click.IntRange(min=16), default=256, show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", default=_RECONSTRUCTION.device, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run in --out.")
 def evaluate_numerical(phantom, out_dir, prior, realisations, n_samples, n_steps, size, device, overwrite) -> None:
     """The numerical study of paper Figures 2-3: occlusion (gCNR, SNR) and scatterer (FWHM) phantoms."""
     from drus.pipelines.experiments import format_table, occlusion_study, save_study, scatterer_study
     from drus.outputs import check_writable_dir, refuse_overwrite
-    from drus.models.prior import load_prior
+    from drus.models.prior import check_size_multiple, load_prior
     from drus.device import resolve_device
 
     dev = resolve_device(device)
@@ -270,7 +262,7 @@ def evaluate_numerical(phantom, out_dir, prior, realisations, n_samples, n_steps
     names = [n for n in ("occlusion", "scatterer") if phantom in (n, "both")]
     refuse_overwrite([out / f"{n}.{ext}" for n in names for ext in ("json", "md", "png")], overwrite=overwrite)
     model = load_prior(prior, device=dev)
-    _check_size_multiple(model, size, "--size")
+    check_size_multiple(model, size, option="--size")
     from drus.sampling.config import SamplerConfig
 
     kw = dict(sampler=SamplerConfig.paper(n_samples=n_samples, n_steps=n_steps), size=size, device=dev)
@@ -334,7 +326,7 @@ def evaluate_by_check(dataset, out_dir, data_root, overwrite) -> None:
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True, help="Storage dtype of V.")
 @click.option("--compute-dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True, help="dtype of the dense blocks and their decomposition.")
 @click.option("--complement", type=click.Choice(["auto", "basis", "projector"]), default="auto", show_default=True, help="Complete V, or kept vectors + implicit complement.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, …")
+@click.option("--device", default=_RECONSTRUCTION.device, show_default=True, help="auto, cpu, cuda, cuda:1, …")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Default: $DRUS_CACHE or ~/.cache/drus.")
 @click.option("--no-cache", is_flag=True, help="Compute in memory only (nothing read or written).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random and speckle test inputs.")
@@ -445,14 +437,14 @@ def _torch_threads(threads) -> None:
 @click.option("--samples", "n_samples", type=click.IntRange(min=2), default=_PAPER.n_samples, show_default=True, help="DDRM samples C.")
 @click.option("--steps", "n_steps", type=click.IntRange(min=1), default=_PAPER.n_steps, show_default=True, help="DDRM steps.")
 @click.option("--threshold", type=click.FloatRange(min=0, max=1, max_open=True), default=_OPERATOR.threshold, show_default=True, help="Decomposition threshold relative to s1.")
-@click.option("--compute-dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True, help="dtype of the BH decomposition (float32: ≈ 2× faster and half the memory; the practical choice for --unknown-size 256 on a CPU).")
+@click.option("--compute-dtype", type=click.Choice(COMPUTE_DTYPES), default=_OPERATOR.compute_dtype, show_default=True, help="dtype of the BH decomposition (float32: ≈ 2× faster and half the memory; the practical choice for --unknown-size 256 on a CPU).")
 @click.option("--prior", type=click.Path(exists=True, dir_okay=False), default=None, help="Prior checkpoint; default: the shipped prior.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="docs/results/picmus", show_default=True)
 @click.option("--data", "data_root", type=click.Path(file_okay=False), default=None, help="Reference data folder (default $DRUS_REFERENCE_DATA or ../shared/data).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Decomposition cache (default $DRUS_CACHE or ~/.cache/drus).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, …")
+@click.option("--device", default=_RECONSTRUCTION.device, show_default=True, help="auto, cpu, cuda, cuda:1, …")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True, help="Network precision (bf16/fp16 for GPUs).")
+@click.option("--precision", type=click.Choice(PRECISION_NAMES), default=_RECONSTRUCTION.precision, show_default=True, help="Network precision (bf16/fp16 for GPUs).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
 @click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run in --out.")
 @_sampler_options
@@ -460,8 +452,7 @@ def evaluate_picmus_command(sets, unknown_size, n_samples, n_steps, threshold, c
     """Paper Table I on PICMUS: DAS 75/1 PW, DENOmean, DRUSmean, DRUSvar (gCNR, SNR, FWHM)."""
     from drus.datasets.picmus import PICMUS_SETS
     from drus.pipelines.picmus import evaluate_picmus
-    from drus.sampling.config import OperatorConfig
-    from drus.models.prior import load_prior
+    from drus.models.prior import check_size_multiple, load_prior
     from drus.device import resolve_device
 
     names = [n.strip() for n in sets.split(",") if n.strip()]
@@ -471,83 +462,25 @@ def evaluate_picmus_command(sets, unknown_size, n_samples, n_steps, threshold, c
                                  param_hint="--sets")
     from drus.outputs import check_writable_dir, refuse_overwrite
 
+    config = _ReconstructionConfig(
+        sampler=_sampler_config(paper=paper, n_samples=n_samples, n_steps=n_steps, seed=seed, eta=eta, eta_b=eta_b,
+                                prior_fraction=prior_fraction),
+        operator=_OperatorConfig(unknown_size=unknown_size, threshold=threshold, compute_dtype=compute_dtype),
+        prior=prior, device=device, precision=precision)
     _torch_threads(threads)
-    dev = resolve_device(device)
+    dev = resolve_device(config.device)
     out = check_writable_dir(out_dir)
     refuse_overwrite([out / f"{n}.hdf5" for n in names] + [out / f for f in ("table.md", "results.json", "picmus.png")],
                      overwrite=overwrite)
-    model = load_prior(prior, device=dev, precision=precision)
-    _check_size_multiple(model, unknown_size, "--unknown-size")
+    model = load_prior(config.prior, device=dev, precision=config.precision)
+    check_size_multiple(model, config.operator.unknown_size, option="--unknown-size")
     try:
-        sampler = _sampler_config(paper=paper, n_samples=n_samples, n_steps=n_steps, seed=seed, eta=eta, eta_b=eta_b,
-                                  prior_fraction=prior_fraction)
-        operator = OperatorConfig(unknown_size=unknown_size, threshold=threshold, compute_dtype=compute_dtype)
-        result = evaluate_picmus(model, sets=names, operator=operator, sampler=sampler,
-                                 sigma0_from_data=not paper, device=dev,
-                                 data_root=data_root, cache_dir=cache_dir,
-                                 out_dir=out_dir)
+        result = evaluate_picmus(model, sets=names, config=config, sigma0_from_data=not paper, data_root=data_root,
+                                 cache_dir=cache_dir, out_dir=out_dir)
     except (ValueError, FileNotFoundError) as exc:
         raise click.UsageError(one_line(exc))
     click.echo(result.table())
     click.echo(f"\nwrote {out_dir}/: {', '.join(f'{n}.hdf5' for n in names)}, table.md, results.json, picmus.png")
-
-
-RECONSTRUCT_METHODS = ("das", "deno-mean", "drus-mean", "drus-var")
-
-
-#: The two flattenings of a By ``.mat`` (a MATLAB ``(1, n_z·n_x)`` vector): DRUS files are column-major
-#: (``by_drus/``), DENO files row-major and normalised to max 1 (``by_deno/``). Read with the wrong one,
-#: a square image comes out transposed without any other sign, so the layout is checked.
-BY_LAYOUTS = {"drus": "column-major, by_drus/", "deno": "row-major, max |By| = 1, by_deno/"}
-
-
-def _by_layout(path: Path, by_max: float, layout: str | None, method: str) -> str:
-    """The layout to read ``path`` with: ``layout`` if given, else the method's, checked against the file.
-
-    Without ``--layout`` the file must agree with the method's layout by every sign it carries: the
-    folder it sits in (``by_drus/``, ``by_deno/``) and the DENO normalisation (max |By| = 1).
-    """
-    if layout is not None:
-        return layout
-    expected = "deno" if method == "deno-mean" else "drus"
-    other = "drus" if expected == "deno" else "deno"
-    folder = path.parent.name.lower()
-    normalised = abs(by_max - 1.0) <= 1e-5
-    found = None
-    if folder == f"by_{other}":
-        found = f"it is in a by_{other}/ folder"
-    elif expected == "drus" and normalised:
-        found = "it is normalised to max |By| = 1 like a DENO input"
-    elif expected == "deno" and not normalised:
-        found = f"its max |By| is {by_max:.4g}, while DENO inputs are normalised to 1"
-    if found:
-        raise click.BadParameter(
-            f"{path}: {found}, so it looks like a {other.upper()}-layout By ({BY_LAYOUTS[other]}), but --method "
-            f"{method} reads the {expected.upper()} layout ({BY_LAYOUTS[expected]}); read with the wrong layout the "
-            f"image is transposed. Pass the by_{expected}/ file, or --layout {other} if the file is {other.upper()}-layout",
-            param_hint="OBSERVATION")
-    return expected
-
-
-def _read_observation(path: Path, method: str, shape: tuple[int, int], layout: str | None = None):
-    """``("by" | "channel", data, layout)``: a By/DENO ``.mat`` image, or channel data from an HDF5 file."""
-    from drus.datasets.io import DataFileError, read_channel_data, read_deno_by, read_drus_by
-
-    try:
-        if path.suffix.lower() == ".mat":
-            by = read_drus_by(path, shape=shape)
-            used = _by_layout(path, float(np.abs(by).max()), layout, method)
-            return "by", (by if used == "drus" else read_deno_by(path, shape=shape)), used
-        if layout is not None:
-            raise click.BadParameter("applies to By .mat files only, not to channel data", param_hint="--layout")
-        return "channel", read_channel_data(path), None
-    except DataFileError as exc:
-        n = f"{shape[0] * shape[1]:,}".replace(",", " ")
-        raise click.BadParameter(
-            f"{exc}. drus reconstruct takes a DRUS/DENO By .mat of {shape[0]} × {shape[1]} = {n} values on the "
-            "paper's grid (x −18…18 mm, z 10…46 mm) or USTB/PICMUS channel data (HDF5)", param_hint="OBSERVATION")
-    except OSError as exc:
-        raise click.BadParameter(f"{path}: not a readable .mat/HDF5 file ({exc})", param_hint="OBSERVATION")
 
 
 @main.command("reconstruct")
@@ -560,7 +493,7 @@ def _read_observation(path: Path, method: str, shape: tuple[int, int], layout: s
 @click.option("--samples", "n_samples", type=click.IntRange(min=1), default=_PAPER.n_samples, show_default=True)
 @click.option("--steps", "n_steps", type=click.IntRange(min=1), default=_PAPER.n_steps, show_default=True)
 @click.option("--threshold", type=click.FloatRange(min=0, max=1, max_open=True), default=_OPERATOR.threshold, show_default=True, help="Decomposition threshold relative to s1.")
-@click.option("--compute-dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True, help="dtype of the BH decomposition (float32: ≈ 2× faster and half the memory; the practical choice for --unknown-size 256 on a CPU).")
+@click.option("--compute-dtype", type=click.Choice(COMPUTE_DTYPES), default=_OPERATOR.compute_dtype, show_default=True, help="dtype of the BH decomposition (float32: ≈ 2× faster and half the memory; the practical choice for --unknown-size 256 on a CPU).")
 @click.option("--prior", type=click.Path(exists=True, dir_okay=False), default=None, help="Default: the shipped prior.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out/reconstruct", show_default=True)
 @click.option("--phantom", type=click.Path(exists=True, dir_okay=False), default=None, help="PICMUS phantom HDF5: adds gCNR/SNR/FWHM (metrics JSON).")
@@ -570,7 +503,7 @@ def _read_observation(path: Path, method: str, shape: tuple[int, int], layout: s
 @click.option("--x-range", nargs=2, type=float, default=None, help="Channel data: lateral extent in mm (default: the aperture).")
 @click.option("--z-range", nargs=2, type=float, default=None, help="Channel data: depth extent in mm (default: 10 λ to the deepest recorded echo).")
 @click.option("--size", "grid_size", type=click.IntRange(min=8), default=None, help="Channel data: pixels along the longer side of the grid (default: λ/2 pixels, capped at 128² unknowns).")
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", default=_RECONSTRUCTION.device, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
 @click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run of this observation and method in --out.")
@@ -590,299 +523,41 @@ def reconstruct_command(observation, method, angle, x_range, z_range, grid_size,
     with --phantom, <name>_<method>_metrics.json. Everything is checked before the decomposition
     and the sampling; earlier results are kept unless --overwrite.
     """
-    from drus.physics.beamform import MatchedFilterBeamformer
-    from drus.physics.geometry import picmus
-    from drus.datasets.io import save_images_hdf5
-    from drus.evaluation.metrics import to_db
-    from drus.outputs import check_writable_dir, refuse_overwrite, write_text_atomic
-    from drus.datasets.picmus import PICMUS_SETS, channel_data_to_by, infer_dataset
-    from drus.evaluation.scoring import method_envelope, points_in_view, score_image
-    from drus.sampling.estimators import pool_window
-    from drus.plotting import save_bmode_figure
-    from drus.device import resolve_device
+    from drus.pipelines.reconstruct import reconstruct_file
 
-    path = Path(observation)
     sampler = _sampler_config(paper=paper, n_samples=n_samples, n_steps=n_steps, seed=seed, eta=eta, eta_b=eta_b,
                               prior_fraction=prior_fraction)
-    if _is_acquisition_file(path) and not dataset and infer_dataset(path) is None:
-        return _reconstruct_acquisition(path, **click.get_current_context().params, sampler=sampler)
-    ds = PICMUS_SETS[dataset] if dataset else infer_dataset(path)
-    if ds is not None and not dataset:
-        click.echo(f"dataset: {ds.name} (inferred from the file name; --dataset to change)")
-    sigma_given = sigma0 is not None
-    sigma_source = "given (--sigma0)" if sigma_given else ""
-    if method != "das" and sigma0 is None:
-        if ds is None and method == "deno-mean":
-            raise click.UsageError(
-                f"σ0 unknown for {path.name}: no --dataset and the file name matches no PICMUS set "
-                f"({', '.join(PICMUS_SETS)}), and deno-mean cannot estimate it (its operator, the identity, passes "
-                "image and noise alike); pass --sigma0 (noise std of the max-normalised image) or --dataset NAME")
-        if ds is not None and (method == "deno-mean" or paper):
-            sigma0 = ds.sigma0_deno if method == "deno-mean" else ds.sigma0_drus
-            sigma_source = f"the paper's σ0 of PICMUS {ds.name}"
-        # drus-* (unless --paper on a PICMUS set): σ0 is estimated from the observation once BH is decomposed (drus.sampling.noise)
-    if sigma0 is not None and not (np.isfinite(sigma0) and sigma0 >= 0):
-        raise click.BadParameter(f"must be a finite number ≥ 0, got {sigma0}", param_hint="--sigma0")
-    if method == "drus-var" and n_samples < 2:
-        raise click.BadParameter("drus-var needs at least 2 samples", param_hint="--samples")
-
-    # outputs: a writable folder, and no earlier result of this observation and method replaced
-    out = check_writable_dir(out_dir)
-    stem = f"{path.stem}_{method}"
-    candidates = {k: out / f"{stem}{suffix}" for k, suffix in
-                  (("hdf5", ".hdf5"), ("png", ".png"), ("by_png", "_by.png"), ("metrics", "_metrics.json"))}
-    refuse_overwrite(candidates.values(), overwrite=overwrite)
-    ph = None
-    if phantom:
-        from drus.physics.phantoms import PicmusPhantom
-
-        try:
-            ph = PicmusPhantom.from_file(phantom)
-        except (ValueError, KeyError, OSError) as exc:
-            raise click.BadParameter(" ".join(str(exc).strip("'\"").split()), param_hint="--phantom")
-
-    probe, wave, grid = picmus(256)
-    kind, data, by_layout = _read_observation(path, method, grid.shape, layout)
-    if kind == "by" and by_layout == "deno" and method.startswith("drus") and not sigma_given:
-        raise click.BadParameter("a DENO-layout By is normalised to max 1, so the dataset's σ0 (in DRUS By units) "
-                                 "does not apply; pass --sigma0 in the file's units", param_hint="--layout")
-    if kind == "by" and by_layout == "drus" and method == "deno-mean":
-        data = data / np.abs(data).max()  # the DENO input: the same observation normalised to max 1
+    config = _ReconstructionConfig(
+        sampler=sampler, operator=_OperatorConfig(unknown_size=unknown_size, threshold=threshold,
+                                                  compute_dtype=compute_dtype),
+        prior=prior, device=device)
     _torch_threads(threads)
-    dev = resolve_device(device)
-    model = None
-    if method != "das":
-        from drus.models.prior import load_prior
-
-        model = load_prior(prior, device=dev)
-        _check_size_multiple(model, unknown_size if method.startswith("drus") else grid.shape[0],
-                             "--unknown-size" if method.startswith("drus") else "OBSERVATION")
-    op = None
-    if method.startswith("drus"):
-        from drus.datasets.picmus import picmus_operator
-        from drus.sampling.config import OperatorConfig
-
-        try:
-            operator_cfg = OperatorConfig(unknown_size=unknown_size, threshold=threshold, compute_dtype=compute_dtype)
-            bf, op = picmus_operator(operator_cfg.unknown_size, threshold=operator_cfg.threshold,
-                                     compute_dtype=operator_cfg.compute_dtype, cache_dir=cache_dir, device=dev,
-                                     cache=not no_cache)
-        except ValueError as exc:
-            raise click.UsageError(one_line(exc))
-    if kind == "channel":
-        bf = op.beamformer if op is not None else MatchedFilterBeamformer(probe, wave, grid)
-        try:
-            by = channel_data_to_by(data, bf, by_factor=ds.by_factor if ds else 1.0)
-        except ValueError as exc:
-            raise click.BadParameter(one_line(exc), param_hint="OBSERVATION")
-    else:
-        by = data
-    if method == "deno-mean" and kind == "channel":
-        by = by / np.abs(by).max()  # the DENO input: the same observation normalised to max 1
-
-    files = []
-    arrays: dict = {}
-    name = {"das": "By (matched filter)", "deno-mean": "DENOmean", "drus-mean": "DRUSmean", "drus-var": "DRUSvar"}[method]
-    panels = {"By envelope": to_db(method_envelope("DRUSmean", by))}
-    if method == "das":
-        image, img_grid, amp = by, grid, method_envelope("DRUSmean", by)
-    else:
-        from drus.sampling.reconstruct import deno, reconstruct
-
-        if sigma0 is None:  # drus-* on the By of an unknown acquisition
-            from drus.sampling.noise import estimate_sigma0
-
-            sigma0, sigma_source = estimate_sigma0(op, by)
-            click.echo(f"σ0 = {sigma0:.4g} (estimated from the data: {sigma_source})")
-        kw = dict(sigma0=float(sigma0), model=model, sampler=sampler, device=dev)
-        if method == "deno-mean":
-            rec = deno(by, **kw)
-            image, img_grid = rec.mean, grid
-        else:
-            rec = reconstruct(op, by, **kw)
-            img_grid = op.beamformer.unknown_grid
-            image = rec.mean if method == "drus-mean" else rec.var
-            arrays["var" if method == "drus-mean" else "mean"] = rec.var if method == "drus-mean" else rec.mean
-            if n_samples >= 2:
-                arrays["var_pooled"] = rec.var_pooled(pool_window(img_grid))
-        arrays["samples"] = rec.samples
-        amp = method_envelope({"deno-mean": "DENOmean", "drus-mean": "DRUSmean", "drus-var": "DRUSvar"}[method], image)
-        click.echo(f"{name}: {rec.samples.shape[0]} samples, {n_steps} steps, σ0 = {sigma0:g}, "
-                   f"{rec.timings.get('seconds_total', float('nan')):.1f} s")
-    panels[name] = to_db(amp)
-    files.append(save_images_hdf5(candidates["hdf5"], grid=img_grid, image=image, amplitude=amp, **arrays,
-                                  attrs={"method": method, "observation": str(path), "sigma0": float(sigma0 or 0.0),
-                                         **(rec.sampler.to_attrs() if method != "das" else {}),
-                                         **(operator_cfg.to_dict() if method.startswith("drus") else {}),
-                                         "sigma0_sampler": float(getattr(rec, "sigma0_sampler", float("nan"))) if method != "das" else float("nan"),
-                                         "dataset": ds.name if ds else "", "sigma0_source": sigma_source, "by_layout": by_layout or "channel data"}))
-    if img_grid == grid:
-        files.append(save_bmode_figure(panels, grid, candidates["png"], title=f"{path.name}: [−60, 0] dB"))
-    else:  # the DRUS image lives on the coarser unknown grid: one figure each
-        files.append(save_bmode_figure({"By envelope": panels["By envelope"]}, grid, candidates["by_png"]))
-        files.append(save_bmode_figure({name: panels[name]}, img_grid, candidates["png"], title=f"{path.name}: [−60, 0] dB"))
-    if ph is not None:
-        cysts = tuple(ph.cyst_disks()) + (tuple(ds.extra_cysts) if ds else ())
-        scored = {"": amp}
-        if "var_pooled" in arrays:  # the extended estimator, scored beside the paper's
-            scored[" (pooled DRUSvar)"] = arrays["var_pooled"]
-        summary = {}
-        for label, a in scored.items():
-            metrics = score_image(a, img_grid, cysts=cysts, speckle_rois=ph.speckle_boxes() or None,
-                                  points=points_in_view(ph.points(), img_grid))
-            summary.update({f"{k}{label}": {"values": v, "mean": float(np.mean(v)), "std": float(np.std(v))}
-                            for k, v in metrics.items()})
-        files.append(write_text_atomic(candidates["metrics"], json.dumps(
-            {"method": method, "observation": str(path), "phantom": str(phantom), "metrics": summary}, indent=1)))
-        for k, v in summary.items():
-            click.echo(f"{k}: {v['mean']:.3f} ± {v['std']:.3f}")
-    for stale in set(candidates.values()) - set(files):  # (--overwrite) no result of an earlier run left beside these
-        stale.unlink(missing_ok=True)
-    click.echo(f"wrote {', '.join(str(f) for f in files)}")
+    result = reconstruct_file(observation, method=method, config=config, out_dir=out_dir, dataset=dataset,
+                              sigma0=sigma0, layout=layout, phantom=phantom, sigma0_from_data=not paper,
+                              cache_dir=cache_dir, cache=not no_cache, angle=angle, x_range=x_range, z_range=z_range,
+                              grid_size=grid_size, overwrite=overwrite, report=click.echo)
+    for k, v in (result.metrics or {}).items():
+        click.echo(f"{k}: {v['mean']:.3f} ± {v['std']:.3f}")
+    click.echo(f"wrote {', '.join(str(f) for f in result.files)}")
 
 
 # --- drus reconstruct / decompose on any plane-wave acquisition (drus.datasets.acquisition) -------------------
-def _is_acquisition_file(path: Path) -> bool:
-    """Whether ``path`` holds channel data that :func:`drus.datasets.acquisition.read_acquisition` reads
-    (a minimal-layout ``.npz``/HDF5, PICMUS/USTB UFF, Field II, or a Verasonics-style ``.mat`` with ``RF1``)."""
-    import h5py
-
-    from drus.datasets.io import USTB_DATASET, DataFileError, _MatFile
-
-    suffix = path.suffix.lower()
-    if suffix == ".npz":
-        return True
-    try:
-        if suffix == ".mat":
-            with _MatFile(path) as mat:
-                return "RF1" in mat.keys()
-        if h5py.is_hdf5(path):
-            with h5py.File(path, "r") as f:
-                return "channel_data" in f or USTB_DATASET in f or "data/rf_data" in f
-    except (DataFileError, OSError):
-        return False
-    return False
-
-
-def _acquisition_setup(path: Path, *, angle, x_range, z_range, size):
-    """``(acquisition, beamformer)`` exactly as ``drus reconstruct`` builds them for a channel-data file
-    (``H`` and ``B`` are not built yet; :func:`drus.datasets.acquisition.prepare_acquisition`, ranges in mm, angle in degrees)."""
-    import math
-
-    from drus.datasets.acquisition import prepare_acquisition
-
-    return prepare_acquisition(path, angle=None if angle is None else math.radians(angle),
-                               x_range=None if not x_range else (x_range[0] * 1e-3, x_range[1] * 1e-3),
-                               z_range=None if not z_range else (z_range[0] * 1e-3, z_range[1] * 1e-3),
-                               size=size, report=click.echo)
-
-
-def _plan_decomposition(bf, compute_dtype: str, *, threshold: float, cache_dir, cache: bool) -> str:
-    """Print the predicted cost of decomposing ``BH``, refuse what cannot fit, settle the split
-    (:func:`drus.datasets.acquisition.plan_decomposition`). Returns the split."""
-    from drus.datasets.acquisition import plan_decomposition
-
-    return plan_decomposition(bf, compute_dtype=compute_dtype, threshold=threshold, cache_dir=cache_dir, cache=cache,
-                              report=click.echo)
-
-
-def _reconstruct_acquisition(path: Path, *, method, sigma0, angle, x_range, z_range, grid_size, n_samples, n_steps,
-                             threshold, compute_dtype, prior, out_dir, cache_dir, device, seed, threads,
-                             sampler, no_cache=False, overwrite=False, **_unused) -> None:
-    """``drus reconstruct`` on a channel-data file: any plane-wave acquisition (drus.datasets.acquisition)."""
-    from drus.physics.beamform import bmode, das
-    from drus.datasets.io import save_images_hdf5
-    from drus.evaluation.metrics import to_db
-    from drus.outputs import check_writable_dir, refuse_overwrite
-    from drus.evaluation.scoring import method_envelope
-    from drus.plotting import save_bmode_figure
-    from drus.device import resolve_device
-
-    if method == "deno-mean" and sigma0 is None:
-        raise click.UsageError("deno-mean on channel data needs --sigma0 (noise std of the By image normalised to max 1)")
-    if method == "drus-var" and n_samples < 2:
-        raise click.BadParameter("drus-var needs at least 2 samples", param_hint="--samples")
-    if sigma0 is not None and not (np.isfinite(sigma0) and sigma0 >= 0):
-        raise click.BadParameter(f"must be a finite number ≥ 0, got {sigma0}", param_hint="--sigma0")
-    out = check_writable_dir(out_dir)
-    stem = f"{path.stem}_{method}"
-    files_out = {"hdf5": out / f"{stem}.hdf5", "png": out / f"{stem}.png"}
-    refuse_overwrite(files_out.values(), overwrite=overwrite)
-
-    acq, bf = _acquisition_setup(path, angle=angle, x_range=x_range, z_range=z_range, size=grid_size)
-    grid = bf.grid
-    from drus.datasets.acquisition import check_memory, decomposition_cost, likely_split
-
-    check_memory(decomposition_cost(bf, split=likely_split(bf), compute_dtype=compute_dtype), matrices_only=True)
-    _torch_threads(threads)
-    dev = resolve_device(device)
-    model = None
-    if method != "das":
-        from drus.models.prior import load_prior
-
-        model = load_prior(prior, device=dev)
-        _check_size_multiple(model, grid.n_z, "--size")
-        _check_size_multiple(model, grid.n_x, "--size")
-    res = None
-    if method in ("drus-mean", "drus-var"):
-        from drus.datasets.acquisition import reconstruct_acquisition
-
-        # cost and memory first, before any expensive work; then B y, DAS, BH decomposed, σ0, samples
-        split = _plan_decomposition(bf, compute_dtype, threshold=threshold, cache_dir=cache_dir, cache=not no_cache)
-        res = reconstruct_acquisition(acq, bf, model=model, sampler=sampler, sigma0=sigma0, threshold=threshold,
-                                      compute_dtype=compute_dtype,
-                                      cache_dir=cache_dir, cache=not no_cache, device=dev, split=split,
-                                      report=click.echo)
-        by, das_image = res.by, res.das
-    else:
-        by = bf.beamform(acq.channel_data)
-        das_image = das(acq.channel_data, probe=bf.model.probe, waves=bf.model.wave, grid=grid)
-    panels = {"DAS, 1 plane wave": bmode(das_image), "By (matched filter)": to_db(method_envelope("DRUSmean", by))}
-    arrays = {"by": by, "das": das_image}
-    attrs = {"method": method, "observation": str(path), "angle_deg": float(np.degrees(acq.angle)),
-             "center_frequency": float(acq.center_frequency), "bandwidth": float(acq.bandwidth),
-             "pulse_source": acq.spectrum_source or "file", "transmit": acq.transmit}
-    image, amp = by, method_envelope("DRUSmean", by)
-    if res is not None:
-        rec = res.reconstruction
-        arrays.update(samples=rec.samples, mean=rec.mean)
-        attrs.update(res.attrs)
-        panels["DRUSmean"] = to_db(method_envelope("DRUSmean", rec.mean))
-        if n_samples >= 2:  # DRUSvar needs two samples
-            arrays["var"] = rec.var
-            arrays["var_pooled"] = res.var_pooled
-            panels["DRUSvar"] = to_db(method_envelope("DRUSvar", rec.var))
-        image = rec.mean if method == "drus-mean" else rec.var
-        amp = method_envelope("DRUSmean" if method == "drus-mean" else "DRUSvar", image)
-        click.echo(f"{'DRUSmean' if method == 'drus-mean' else 'DRUSvar'}: {n_samples} samples, {n_steps} steps, "
-                   f"{rec.timings.get('seconds_total', float('nan')):.1f} s")
-    elif method == "deno-mean":
-        from drus.sampling.reconstruct import deno
-
-        by_n = by / np.abs(by).max()
-        rec = deno(by_n, sigma0=float(sigma0), model=model, sampler=sampler, device=dev)
-        arrays["samples"] = rec.samples
-        image, amp = rec.mean, method_envelope("DENOmean", rec.mean)
-        panels["DENOmean"] = to_db(amp)
-        attrs.update(sigma0=float(sigma0), sigma0_source="given (--sigma0)")
-    files = [save_images_hdf5(files_out["hdf5"], grid=grid, image=image, amplitude=amp, **arrays, attrs=attrs),
-             save_bmode_figure(panels, grid, files_out["png"], title=f"{path.name}: [−60, 0] dB")]
-    click.echo(f"wrote {', '.join(str(f) for f in files)}")
-
-
 def _decompose_acquisition(path, *, size, angle, x_range, z_range, method, threshold, dtype, compute_dtype,
                            complement, device, cache_dir, no_cache, threads, **_unused) -> None:
     """``drus decompose --acquisition FILE``: the decomposition ``drus reconstruct FILE`` will read."""
     import time
 
 
+    from drus.datasets.acquisition import plan_decomposition
     from drus.physics.decompose import decompose_bh
+    from drus.pipelines.reconstruct import prepare_acquisition_mm
     from drus.device import resolve_device
 
     _torch_threads(threads)
     dev = resolve_device(device)
-    _, bf = _acquisition_setup(Path(path), angle=angle, x_range=x_range, z_range=z_range, size=size)
-    split = _plan_decomposition(bf, compute_dtype, threshold=threshold, cache_dir=cache_dir, cache=not no_cache)
+    _, bf = prepare_acquisition_mm(Path(path), angle=angle, x_range=x_range, z_range=z_range, size=size, report=click.echo)
+    split = plan_decomposition(bf, compute_dtype=compute_dtype, threshold=threshold, cache_dir=cache_dir,
+                               cache=not no_cache, report=click.echo)
     t0 = time.perf_counter()
     op = decompose_bh(bf, method=method, threshold=threshold, dtype=dtype, compute_dtype=compute_dtype,
                       complement=complement, device=dev, cache_dir=cache_dir, cache=not no_cache, split=split)

@@ -17,11 +17,12 @@ import scipy.io
 import torch
 from click.testing import CliRunner
 
-from drus.sampling.config import SamplerConfig
+from drus.sampling.config import ReconstructionConfig, SamplerConfig
 from drus.physics.beamform import MatchedFilterBeamformer, envelope
 from drus.cli import main
 from drus.physics.geometry import paper_grid, picmus
-from drus.datasets.io import ChannelData, load_images_hdf5, write_ustb_channel_data
+from drus.datasets.channel_data import ChannelData
+from drus.datasets.io import load_images_hdf5, write_ustb_channel_data
 from drus.datasets.picmus import (
     PAPER_TABLE_I,
     PICMUS_SETS,
@@ -122,7 +123,8 @@ def tiny_unet():
 def test_evaluate_picmus_on_fake_data_writes_table_and_files(fake, tmp_path):
     root, geometry, op = fake
     out = tmp_path / "out"
-    res = evaluate_picmus(tiny_unet(), sampler=SamplerConfig(n_samples=2, n_steps=2), data_root=root, geometry=geometry, decomposed=op,
+    res = evaluate_picmus(tiny_unet(), config=ReconstructionConfig(sampler=SamplerConfig(n_samples=2, n_steps=2), device="cpu"),
+                          data_root=root, geometry=geometry, decomposed=op,
                           progress=False, out_dir=out)
     assert list(res.datasets) == ["simu_reso", "simu_cont", "expe_reso", "expe_cont"]
     table = res.table()
@@ -158,19 +160,26 @@ def test_evaluate_picmus_on_fake_data_writes_table_and_files(fake, tmp_path):
     js = json.loads((out / "results.json").read_text())
     assert js["settings"]["operator"] == {"unknown_size": UNKNOWN, "threshold": 1e-3, "compute_dtype": "float64"}
     assert js["settings"]["n_samples"] == 2 and js["settings"]["prior_fraction"] == 0.0
+    # the whole configuration, with the operator that ran, reads back
+    ran = ReconstructionConfig.from_dict(js["settings"]["config"])
+    assert ran.sampler == SamplerConfig(n_samples=2, n_steps=2) and ran.operator.unknown_size == UNKNOWN
     m = js["datasets"]["expe_cont"]["methods"]["DRUSvar"]["metrics"]["gcnr"]
     assert m["paper"] == 0.98 and len(m["values"]) == 2
     assert (out / "table.md").read_text().startswith("| set | metric |")
 
 
+CPU = ReconstructionConfig(device="cpu")
+
+
 def test_evaluate_picmus_rejects_bad_arguments(fake):
     root, geometry, op = fake
     with pytest.raises(ValueError, match="unknown PICMUS dataset 'carotid'"):
-        evaluate_picmus(None, sets=["carotid"], data_root=root, geometry=geometry, decomposed=op)
+        evaluate_picmus(None, sets=["carotid"], config=CPU, data_root=root, geometry=geometry, decomposed=op)
     with pytest.raises(ValueError, match="n_samples must be ≥ 2"):
-        evaluate_picmus(None, sampler=SamplerConfig(n_samples=1), data_root=root, geometry=geometry, decomposed=op)
+        evaluate_picmus(None, config=CPU.replace(sampler=SamplerConfig(n_samples=1)), data_root=root, geometry=geometry, decomposed=op)
     with pytest.raises(FileNotFoundError, match="PICMUS files of simu_reso not found"):
-        evaluate_picmus(tiny_unet(), sets=["simu_reso"], sampler=SamplerConfig(n_samples=2, n_steps=1), data_root=root / "nowhere",
+        evaluate_picmus(tiny_unet(), sets=["simu_reso"], config=CPU.replace(sampler=SamplerConfig(n_samples=2, n_steps=1)),
+                        data_root=root / "nowhere",
                         geometry=geometry, decomposed=op, progress=False)
 
 
@@ -222,7 +231,7 @@ def test_cli_reconstruct_errors(tmp_path):
     r = _invoke("reconstruct", obs, "--method", "deno-mean", "--out", tmp_path / "o")
     assert r.exit_code != 0 and "pass --sigma0" in r.output and "σ0 unknown for my_scan.mat" in r.output
     r = _invoke("reconstruct", obs, "--method", "drus-var", "--sigma0", "1", "--samples", "1")
-    assert r.exit_code != 0 and "at least 2 samples" in r.output
+    assert r.exit_code == 2 and "Invalid value for '--samples'" in r.output and "at least 2 samples (C ≥ 2), got 1" in r.output
     small = tmp_path / "expe_cont.mat"  # σ0 from the inferred dataset, but a 32² image
     scipy.io.savemat(small, {"By": np.ones((1, 32 * 32), np.float32)})
     r = _invoke("reconstruct", small, "--method", "deno-mean", "--out", tmp_path / "o")

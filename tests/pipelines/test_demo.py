@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from drus.cli import main
 from drus.defaults import PRIOR_FRACTION
+from drus.sampling.config import QUICK_SAMPLES, QUICK_STEPS, ReconstructionConfig, SamplerConfig
 from drus.pipelines.demo import DEMO_FILES, PW_CYSTS
 from drus.sampling.estimators import drus_var, drus_var_pooled
 from drus.datasets.io import load_images_hdf5, read_ustb_channel_data
@@ -70,8 +71,10 @@ def test_demo_writes_pictures_samples_and_metrics(tmp_path):
                                       "--cache-dir", str(cache), "--device", "cpu", "--overwrite"])
     assert again.exit_code == 0, again.output
     quick = json.loads((out / "metrics.json").read_text())
-    assert quick["settings"]["n_samples"] == quick["plane_wave"]["settings"]["n_samples"] == 4
-    assert quick["plane_wave"]["settings"]["n_steps"] == 20
+    assert quick["settings"]["n_samples"] == quick["plane_wave"]["settings"]["n_samples"] == QUICK_SAMPLES == 4
+    assert quick["plane_wave"]["settings"]["n_steps"] == QUICK_STEPS == 20
+    ran = ReconstructionConfig.from_dict(quick["settings"]["config"])  # the configuration the demo ran, read back
+    assert ran == ReconstructionConfig(sampler=SamplerConfig.quick(seed=1000), device="cpu")
     assert quick["plane_wave"]["settings"]["decomposition_key"] == st["decomposition_key"]
 
 
@@ -99,8 +102,8 @@ def test_plane_wave_panel_runs_drus_with_the_decomposed_bh_of_the_written_file(t
         return real_reconstruct(operator, y, **kw)
 
     monkeypatch.setattr(drus.sampling.reconstruct, "reconstruct", spy)
-    part, files, res, _ = plane_wave_panel(tmp_path, model=load_prior(None), n_samples=2, n_steps=3, size=32,
-                                           cache_dir=tmp_path / "cache", progress=False)
+    part, files, res, _ = plane_wave_panel(tmp_path, model=load_prior(None), sampler=SamplerConfig.drus(n_samples=2, n_steps=3),
+                                           size=32, cache_dir=tmp_path / "cache", progress=False)
     op = seen["operator"]
     assert isinstance(op, DecomposedBH) and op is res.operator and op.beamformer is res.beamformer
     assert seen["y"] is res.by and seen["kw"]["sampler"].prior_fraction == PRIOR_FRACTION
@@ -123,6 +126,8 @@ def test_plane_wave_panel_runs_drus_with_the_decomposed_bh_of_the_written_file(t
     assert by_cli.attrs["decomposition_key"] == op.metadata["key"]
     assert by_cli.attrs["sigma0"] == pytest.approx(res.sigma0, rel=1e-6)
     assert np.array_equal(by_cli["by"], res.by)
+    saved = ReconstructionConfig.from_json(by_cli.attrs["config"])  # what ran, read back
+    assert saved.sampler == SamplerConfig.drus(n_samples=2, n_steps=1) and saved.device == "cpu"
     # the SVD view is BH: U S Vᵀ x = BH x for any x (the kept components hold all of BH above 1e-3·s1)
     x = torch.randn(res.grid.shape, generator=torch.Generator().manual_seed(0))
     bh = res.beamformer.BH.apply(x)
@@ -137,7 +142,8 @@ def test_plane_wave_panel_runs_drus_with_the_decomposed_bh_of_the_written_file(t
 def test_beamform_command_on_a_synthetic_file(tmp_path):
     from drus.physics.geometry import ImageGrid, picmus
     from drus.physics.forward import PlaneWaveModel
-    from drus.datasets.io import ChannelData, write_ustb_channel_data
+    from drus.datasets.channel_data import ChannelData
+    from drus.datasets.io import write_ustb_channel_data
 
     probe, wave, _ = picmus(8)
     grid = ImageGrid.from_extent(x_min=-5e-3, x_max=5e-3, z_min=10e-3, z_max=20e-3, n_x=51, n_z=51)

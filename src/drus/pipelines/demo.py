@@ -28,17 +28,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from drus.sampling.config import SamplerConfig
+from drus.defaults import DEMO_SEED, PRIOR_FRACTION
+from drus.sampling.config import ReconstructionConfig, SamplerConfig
 from drus.physics.beamform import MatchedFilterBeamformer, das, envelope, log_compress
 from drus.physics.geometry import ImageGrid, paper_grid, picmus_plane_wave, picmus_probe
-from drus.datasets.io import ChannelData, save_images_hdf5, write_ustb_channel_data
+from drus.datasets.channel_data import ChannelData
+from drus.datasets.io import save_images_hdf5, write_ustb_channel_data
 from drus.evaluation.metrics import contrast_metrics
 from drus.physics.operators import SeparableBlur
 from drus.outputs import refuse_overwrite, write_text_atomic
 from drus.physics.phantoms import add_noise, occlusion_disks, occlusion_phantom, speckle
 from drus.plotting import save_bmode_figure
 
-__all__ = ["DemoResult", "run_demo", "plane_wave_panel", "DEMO_FILES"]
+__all__ = ["DemoResult", "demo_config", "run_demo", "plane_wave_panel", "DEMO_FILES"]
 
 #: The files ``run_demo`` writes into its output folder.
 DEMO_FILES = ("demo.png", "demo.h5", "channel_data.h5", "metrics.json", "plane_wave.png", "plane_wave.h5",
@@ -92,18 +94,21 @@ class DemoResult:
         return "\n".join(lines + ["", f"time: {t}"])
 
 
+def demo_config(*, quick: bool = False, seed: int = DEMO_SEED, **changes) -> ReconstructionConfig:
+    """The demo's :class:`~drus.sampling.config.ReconstructionConfig`: the paper's sampler
+    (:meth:`SamplerConfig.paper`, C = 10, 50 steps) or, with ``quick``, :meth:`SamplerConfig.quick`
+    (C = 4, 20 steps), seeded with ``seed``; ``changes`` replace sampler fields (``n_samples``, ``n_steps``, …)."""
+    preset = SamplerConfig.quick if quick else SamplerConfig.paper
+    return ReconstructionConfig(sampler=preset(**{"seed": seed, **changes}))
+
+
 def run_demo(
     out_dir="out/demo",
     *,
-    quick: bool = False,
-    seed: int = 1000,
-    prior=None,
-    device: str = "auto",
-    n_samples: int | None = None,
-    n_steps: int | None = None,
+    config: ReconstructionConfig | None = None,
+    seed: int = DEMO_SEED,
     gamma: float = 0.02,
     size: int = 256,
-    precision: str = "fp32",
     progress: bool = True,
     overwrite: bool = True,
     plane_wave: bool = True,
@@ -113,7 +118,12 @@ def run_demo(
 ) -> DemoResult:
     """Run the demo and write its outputs into ``out_dir``.
 
-    ``quick``: C = 4 samples and 20 steps instead of C = 10 and 50 (the paper's setting), in both parts.
+    ``config``: the sampler (C ≥ 2, steps, η, η_B, β, seed), prior, device and precision
+    (:class:`~drus.sampling.config.ReconstructionConfig`; default :func:`demo_config`, the paper's
+    C = 10 and 50 steps seeded with ``seed``; ``demo_config(quick=True)``: C = 4 and 20 steps). The blur
+    study samples with ``config.sampler``; the plane-wave panel with the same sampler at drus's prior
+    fraction (:data:`drus.defaults.PRIOR_FRACTION`), as ``drus reconstruct FILE`` does. Its operator part
+    is not used (the panel builds ``BH`` for its own grid).
     ``size``: grid side in pixels over the paper's field of view (256; the blur is defined in mm, so
     a coarser grid makes the problem easier and the comparison less meaningful).
     ``seed`` seeds the speckle and the noise (1000+ are never used by the shipped prior's training,
@@ -129,14 +139,15 @@ def run_demo(
     from drus.device import resolve_device
 
     out = Path(out_dir)
-    n_samples = (4 if quick else 10) if n_samples is None else int(n_samples)
-    n_steps = (20 if quick else 50) if n_steps is None else int(n_steps)
+    config = demo_config(seed=seed) if config is None else config
+    if not isinstance(config, ReconstructionConfig):
+        raise TypeError(f"config must be a ReconstructionConfig, got {type(config).__name__}")
+    sampler = config.sampler
+    n_samples, n_steps = sampler.n_samples, sampler.n_steps
     if n_samples < 2:
-        raise ValueError(f"--samples {n_samples}: DRUSvar needs at least 2 samples (C ≥ 2)")
-    if n_steps < 1:
-        raise ValueError(f"--steps {n_steps}: DDRM needs at least 1 step")
+        raise ValueError(f"config.sampler.n_samples (--samples) {n_samples}: DRUSvar needs at least 2 samples (C ≥ 2)")
     refuse_overwrite([out / f for f in DEMO_FILES], overwrite=overwrite)
-    dev = resolve_device(device)
+    dev = resolve_device(config.device)
     out.mkdir(parents=True, exist_ok=True)
     n = int(size)
     seconds: dict = {}
@@ -164,10 +175,8 @@ def run_demo(
     K = SeparableBlur.paper(grid)
     ko = K.apply(torch.from_numpy(o)).numpy()
     y_k, sigma0 = add_noise(ko, gamma=gamma, seed=seed + 2)
-    model = load_prior(prior, device=dev, precision=precision)
-    rec = reconstruct(K, y_k, sigma0=sigma0, model=model, sampler=SamplerConfig.paper(n_samples=n_samples, n_steps=n_steps,
-                                                                                   seed=seed),
-                      device=dev, progress=progress)
+    model = load_prior(config.prior, device=dev, precision=config.precision)
+    rec = reconstruct(K, y_k, sigma0=sigma0, model=model, sampler=sampler, device=dev, progress=progress)
     seconds["drus"] = time.perf_counter() - t
 
     # 3. metrics, figure, files. Envelopes: Hilbert for beamformed RF, |x| for reflectivity images.
@@ -184,7 +193,8 @@ def run_demo(
         save_bmode_figure(panels, grid, out / "demo.png", overlays=list(disks), columns=3,
                           title=f"occlusion phantom, seed {seed}: B-mode [−60, 0] dB"),
         save_images_hdf5(
-            out / "demo.h5", grid=grid, attrs={"seed": seed, "gamma": gamma, "sigma0": sigma0, "n_steps": n_steps},
+            out / "demo.h5", grid=grid,
+            attrs={**config.to_attrs(), "seed": seed, "gamma": gamma, "sigma0": sigma0, "n_steps": n_steps},
             echogenicity=p, reflectivity=o, das=das_img, by=by, observation=y_k,
             samples=rec.samples, drus_mean=rec.mean, drus_var=rec.var,
         ),
@@ -200,12 +210,14 @@ def run_demo(
     pw = None
     if pw_plan is not None:
         pw, pw_files, _, pw_seconds = _plane_wave_reconstruction(
-            pw_plan, model=model, n_samples=n_samples, n_steps=n_steps, seed=seed, device=dev, progress=progress)
+            pw_plan, model=model, sampler=sampler.replace(prior_fraction=PRIOR_FRACTION), seed=seed, device=dev,
+            progress=progress)
         files += pw_files
         seconds |= pw_seconds
     summary = {"settings": {
         "grid": list(grid.shape), "n_samples": n_samples, "n_steps": n_steps, "gamma": gamma, "seed": seed,
-        "device": str(dev), "timings_s": seconds | {f"ddrm_{k}": v for k, v in rec.timings.items()}}, "metrics": metrics}
+        "device": str(dev), "config": config.to_dict(),
+        "timings_s": seconds | {f"ddrm_{k}": v for k, v in rec.timings.items()}}, "metrics": metrics}
     if pw is not None:
         summary["plane_wave"] = pw
     write_text_atomic(out / "metrics.json", json.dumps(summary, indent=2))
@@ -217,10 +229,9 @@ def plane_wave_panel(
     out_dir,
     *,
     model,
-    n_samples: int,
-    n_steps: int,
+    sampler: SamplerConfig | None = None,
     gamma: float = 0.02,
-    seed: int = 1000,
+    seed: int = DEMO_SEED,
     device="cpu",
     size: int = 96,
     cache_dir=None,
@@ -243,11 +254,13 @@ def plane_wave_panel(
     3. gCNR/SNR of DAS 1 PW, DRUSmean, DRUSvar and the pooled DRUSvar over the cysts (SNR in the ring
        around each cyst); ``plane_wave.png`` and ``plane_wave.h5``.
 
+    ``sampler``: default :meth:`SamplerConfig.drus` seeded with ``seed`` (what ``drus reconstruct FILE`` uses).
+
     Returns ``(part of metrics.json, files written, AcquisitionReconstruction, timings in s)``.
     """
     plan = _plane_wave_acquisition(out_dir, gamma=gamma, seed=seed, size=size, cache_dir=cache_dir, cache=cache)
-    return _plane_wave_reconstruction(plan, model=model, n_samples=n_samples, n_steps=n_steps, seed=seed,
-                                      device=device, progress=progress)
+    sampler = SamplerConfig.drus(seed=seed) if sampler is None else sampler
+    return _plane_wave_reconstruction(plan, model=model, sampler=sampler, seed=seed, device=device, progress=progress)
 
 
 def _plane_wave_acquisition(out_dir, *, gamma: float, seed: int, size: int, cache_dir, cache: bool) -> dict:
@@ -256,7 +269,8 @@ def _plane_wave_acquisition(out_dir, *, gamma: float, seed: int, size: int, cach
     ``run_demo`` does it before any sampling)."""
     from drus.datasets.acquisition import Acquisition, plan_decomposition, prepare_acquisition, write_acquisition
     from drus.physics.forward import PlaneWaveModel
-    from drus.physics.phantoms import Disk, render_disks
+    from drus.physics.geometry import Disk
+    from drus.physics.phantoms import render_disks
 
     if int(size) != size or size < 16:
         raise ValueError(f"plane_wave_size must be an integer ≥ 16 (pixels along the depth), got {size!r}")
@@ -292,7 +306,7 @@ def _plane_wave_acquisition(out_dir, *, gamma: float, seed: int, size: int, cach
                 noise_std=noise_std, gamma=gamma, cache_dir=cache_dir, cache=cache, seconds=seconds)
 
 
-def _plane_wave_reconstruction(plan: dict, *, model, n_samples: int, n_steps: int, seed: int, device,
+def _plane_wave_reconstruction(plan: dict, *, model, sampler: SamplerConfig, seed: int, device,
                                progress: bool) -> tuple[dict, list, object, dict]:
     """Steps 2–3 of :func:`plane_wave_panel`: ``BH`` decomposed, σ0, DDRM samples, scores, figure, file."""
     from drus.datasets.acquisition import reconstruct_acquisition
@@ -302,9 +316,9 @@ def _plane_wave_reconstruction(plan: dict, *, model, n_samples: int, n_steps: in
     out, acq, bf, split, cysts, seconds = (plan[k] for k in ("out", "acq", "bf", "split", "cysts", "seconds"))
     sim_grid, noise_std, gamma = plan["sim_grid"], plan["noise_std"], plan["gamma"]
     (x0, x1), (z0, z1) = PW_X_RANGE, PW_Z_RANGE
+    n_samples, n_steps = sampler.n_samples, sampler.n_steps
     t = time.perf_counter()
-    res = reconstruct_acquisition(acq, bf, model=model, sampler=SamplerConfig.drus(n_samples=n_samples, n_steps=n_steps,
-                                                                                    seed=seed),
+    res = reconstruct_acquisition(acq, bf, model=model, sampler=sampler,
                                   device=device, cache_dir=plan["cache_dir"], cache=plan["cache"], split=split,
                                   progress=progress)
     seconds["plane_wave_drus"] = time.perf_counter() - t

@@ -24,7 +24,7 @@ from drus.datasets.picmus import (
 )
 from drus.evaluation.scoring import METHODS, method_envelope, points_in_view, score_image
 from drus.physics.geometry import ImageGrid
-from drus.sampling.config import OperatorConfig, SamplerConfig
+from drus.sampling.config import OperatorConfig, ReconstructionConfig
 
 __all__ = ["MethodResult", "DatasetResult", "PicmusEvaluation", "evaluate_picmus"]
 
@@ -230,9 +230,7 @@ def evaluate_picmus(
     model,
     *,
     sets=("simu_reso", "simu_cont", "expe_reso", "expe_cont"),
-    operator: OperatorConfig = OperatorConfig(),
-    sampler: SamplerConfig = SamplerConfig(),
-    device="cpu",
+    config: ReconstructionConfig = ReconstructionConfig(),
     data_root=None,
     cache_dir=None,
     progress: bool = True,
@@ -270,18 +268,17 @@ def evaluate_picmus(
     Parameters
     ----------
     model : torch.nn.Module
-        The prior (:func:`drus.models.prior.load_prior`); used for DENO and DRUS.
+        The prior, loaded by the caller as ``config`` says (:func:`drus.models.prior.load_prior` with
+        ``config.prior``, ``config.precision``) on ``config.device``; used for DENO and DRUS.
     sets : sequence of str
         PICMUS set names (:data:`PICMUS_SETS`).
-    operator : OperatorConfig
-        The unknown grid's side (128: minutes of CPU decomposition; 256: the paper's square
-        operator, hours on a CPU), the decomposition threshold relative to ``s_1`` and its dtype.
-    sampler : SamplerConfig
-        C (≥ 2 for DRUSvar), steps, η, η_B, β, seed (each dataset and method starts from it) and the
-        DRUS prior/data split (default: the paper's configuration; DENO always runs with
-        ``prior_fraction = 0``).
-    device : str or torch.device
-        Where DDRM (and the decomposition) run.
+    config : ReconstructionConfig
+        ``config.operator``: the unknown grid's side (128: minutes of CPU decomposition; 256: the
+        paper's square operator, hours on a CPU), the decomposition threshold relative to ``s_1`` and
+        its dtype. ``config.sampler``: C (≥ 2 for DRUSvar), steps, η, η_B, β, seed (each dataset and
+        method starts from it) and the DRUS prior/data split (default: the paper's configuration;
+        DENO always runs with ``prior_fraction = 0``). ``config.device``: where DDRM (and the
+        decomposition) run. Saved in ``results.json`` (``settings.config``) with the operator that ran.
     data_root, cache_dir : path, optional
         Reference data folder (:func:`reference_data_dir`) and decomposition cache.
     progress : bool
@@ -305,8 +302,6 @@ def evaluate_picmus(
     -------
     PicmusEvaluation
     """
-    import torch
-
     from drus.sampling.estimators import pool_window
     from drus.physics.geometry import picmus
     from drus.sampling.reconstruct import deno, reconstruct
@@ -315,9 +310,14 @@ def evaluate_picmus(
     if not names:
         raise ValueError(f"sets is empty; choose among {', '.join(PICMUS_SETS)}")
     chosen = [_resolve_set(n) for n in names]
+    if not isinstance(config, ReconstructionConfig):
+        raise TypeError(f"config must be a ReconstructionConfig, got {type(config).__name__}")
+    sampler, operator = config.sampler, config.operator
     if sampler.n_samples < 2:
         raise ValueError(f"n_samples must be ≥ 2 (DRUSvar is a sample variance), got {sampler.n_samples!r}")
-    device = torch.device(device)
+    from drus.device import resolve_device
+
+    device = resolve_device(config.device)
     geometry = geometry if geometry is not None else picmus(256)
     grid = geometry[2]
     t0 = time.perf_counter()
@@ -335,7 +335,7 @@ def evaluate_picmus(
     settings = {
         "sets": [d.name for d in chosen], **sampler.to_dict(),
         "operator": operator.to_dict(), "threshold": float(operator.threshold), "compute_dtype": operator.compute_dtype,
-        "device": str(device),
+        "device": str(device), "config": config.replace(operator=operator).to_dict(),
         "measurement_grid": list(grid.shape), "unknown_grid": list(unknown_grid.shape),
         "decomposition": {"seconds": seconds_decomposition, "n_kept": int(decomposed.n_kept), "s1": float(decomposed.s1),
                           "key": decomposed.metadata.get("key")},
