@@ -66,14 +66,14 @@ def test_a_zero_pixel_or_f_number_is_an_option_error_not_zero_division(option, v
 def test_an_empty_range_is_named(tmp_path):
     (tmp_path / "cd.h5").write_bytes(b"")
     run = drus("beamform", tmp_path / "cd.h5", "--x-range", "5", "-5", "--out", tmp_path / "b.png")
-    assert_error(run, "--x-range", "MIN < MAX")
+    assert_error(run, "--x-range", "MIN < MAX", "got 5 -5")
 
 
 @pytest.mark.parametrize("command", [["demo", "--size", "0"], ["decompose", "--size", "0"],
                                      ["evaluate", "numerical", "--size", "-4"]])
 def test_a_non_positive_grid_size_is_an_option_error_not_a_linspace_message(command, tmp_path):
     run = drus(*command, *(["--out", tmp_path / "o"] if command[0] != "decompose" else ["--no-cache"]))
-    line = assert_error(run, "--size")
+    line = assert_error(run, "--size", command[-1])
     assert "linspace" not in line and "Number of samples" not in line
     assert not (tmp_path / "o").exists()
 
@@ -81,7 +81,7 @@ def test_a_non_positive_grid_size_is_an_option_error_not_a_linspace_message(comm
 def test_a_missing_reference_folder_is_one_line(tmp_path):
     missing = tmp_path / "no-such-data"
     run = drus("evaluate", "by-check", "--data", missing, "--out", tmp_path / "o")
-    assert_error(run, str(missing))
+    assert_error(run, str(missing), "--data")
     assert not (tmp_path / "o").exists()
 
 

@@ -45,7 +45,7 @@ def test_a_truncated_state_is_a_one_line_error(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "state.pt").write_bytes(b"PK\x03\x04 not a checkpoint")
-    assert_error(drus(*_train_args(out)), "state.pt")
+    assert_error(drus(*_train_args(out)), str(out / "state.pt"), "not a drus training state")
 
 
 def test_resume_loads_weights_only_onto_the_cpu(tmp_path, monkeypatch):

@@ -89,7 +89,7 @@ def test_a_by_of_the_other_layout_is_refused(small_picmus, tmp_path, folder, met
     path = small_picmus / folder / "expe_cont.mat"
     other = "deno" if folder == "by_deno" else "drus"
     run = _reconstruct(small_picmus, path, tmp_path / "out", "--method", method)
-    assert_error(run, str(path), f"--layout {other}", "transposed")
+    assert_error(run, str(path), f"--method {method}", f"--layout {other}", "transposed")
     assert not (tmp_path / "out").exists()
 
 
@@ -111,4 +111,4 @@ def test_an_explicit_layout_reads_the_file_the_right_way_round(small_picmus, tmp
     # a DENO-layout file for DRUS needs σ0 in its own (max-normalised) units
     run = _reconstruct(small_picmus, small_picmus / "by_deno" / "expe_cont.mat", tmp_path / "c", "--method",
                        "drus-mean", "--layout", "deno")
-    assert_error(run, "--layout", "--sigma0")
+    assert_error(run, "--layout", "DENO-layout", "--sigma0")
