@@ -231,7 +231,7 @@ def test_cli_reconstruct_errors(tmp_path):
     r = _invoke("reconstruct", obs, "--method", "deno-mean", "--out", tmp_path / "o")
     assert r.exit_code != 0 and "pass --sigma0" in r.output and "σ0 unknown for my_scan.mat" in r.output
     r = _invoke("reconstruct", obs, "--method", "drus-var", "--sigma0", "1", "--samples", "1")
-    assert r.exit_code == 2 and "Invalid value for '--samples'" in r.output and "at least 2 samples (C ≥ 2), got 1" in r.output
+    assert r.exit_code == 2 and "Invalid value for --samples" in r.output and "at least 2 samples (C ≥ 2), got 1" in r.output
     small = tmp_path / "expe_cont.mat"  # σ0 from the inferred dataset, but a 32² image
     scipy.io.savemat(small, {"By": np.ones((1, 32 * 32), np.float32)})
     r = _invoke("reconstruct", small, "--method", "deno-mean", "--out", tmp_path / "o")
