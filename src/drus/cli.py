@@ -12,6 +12,8 @@ import numpy as np
 from drus.defaults import DEMO_SEED
 from drus.defaults import PRIOR_FRACTION as DEFAULT_PRIOR_FRACTION
 from drus.errors import OptionError
+from drus.pipelines import beamform as _BF
+from drus.pipelines.despeckle import DESPECKLE_METHODS
 from drus.pipelines.reconstruct import BY_LAYOUTS, RECONSTRUCT_METHODS
 from drus.sampling.config import COMPUTE_DTYPES, PRECISION_NAMES, QUICK_SAMPLES, QUICK_STEPS
 from drus.sampling.config import OperatorConfig as _OperatorConfig
@@ -132,62 +134,29 @@ def demo(out_dir, quick, seed, prior, device, n_samples, n_steps, gamma, size, p
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "out_png", type=click.Path(dir_okay=False), default=None, help="PNG to write (default: out/beamform/<input name>.das.png; never beside the input).")
 @click.option("--angles", default="0", show_default=True, help="'0' for the 0° wave, 'all' to compound every angle, or indices like '0,3,6'.")
-@click.option("--x-range", nargs=2, type=float, default=(-18.0, 18.0), show_default=True, help="Lateral extent in mm.")
-@click.option("--z-range", nargs=2, type=float, default=(10.0, 46.0), show_default=True, help="Depth extent in mm.")
-@click.option("--pixel", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True, help="Pixel size in mm (> 0).")
-@click.option("--f-number", type=click.FloatRange(min=0, min_open=True), default=1.4, show_default=True)
-@click.option("--center-frequency", type=click.FloatRange(min=0, min_open=True), default=5.208e6, show_default=True, help="Probe f0 in Hz (for the probe description).")
-@click.option("--dynamic-range", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True, help="B-mode range in dB (> 0).")
+@click.option("--x-range", nargs=2, type=float, default=_BF.X_RANGE_MM, show_default=True, help="Lateral extent in mm.")
+@click.option("--z-range", nargs=2, type=float, default=_BF.Z_RANGE_MM, show_default=True, help="Depth extent in mm.")
+@click.option("--pixel", type=click.FloatRange(min=0, min_open=True), default=_BF.PIXEL_MM, show_default=True, help="Pixel size in mm (> 0).")
+@click.option("--f-number", type=click.FloatRange(min=0, min_open=True), default=_BF.F_NUMBER, show_default=True)
+@click.option("--center-frequency", type=click.FloatRange(min=0, min_open=True), default=_BF.CENTER_FREQUENCY, show_default=True, help="Probe f0 in Hz (for the probe description).")
+@click.option("--dynamic-range", type=click.FloatRange(min=0, min_open=True), default=_BF.DYNAMIC_RANGE_DB, show_default=True, help="B-mode range in dB (> 0).")
 @click.option("--points", "n_points", type=click.IntRange(min=0), default=0, help="Measure the −6 dB FWHM of the N brightest isolated point targets (wires).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output PNG.")
 def beamform(path, out_png, angles, x_range, z_range, pixel, f_number, center_frequency, dynamic_range, n_points, overwrite) -> None:
     """Delay-and-sum B-mode of a channel-data file (PICMUS/USTB HDF5, Gammex .mat, Field II HDF5)."""
-    from drus.physics.beamform import das, envelope, log_compress
-    from drus.physics.geometry import ImageGrid
-    from drus.datasets.io import read_channel_data
-    from drus.outputs import check_writable_dir, refuse_overwrite
-    from drus.plotting import save_bmode_figure
+    from drus.pipelines.beamform import beamform_file
 
-    for name, (lo, hi) in (("--x-range", x_range), ("--z-range", z_range)):
-        if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
-            raise click.BadParameter(f"expected MIN MAX in mm with MIN < MAX, got {lo:g} {hi:g}", param_hint=name)
-        if (hi - lo) / pixel > 20000:
-            raise click.BadParameter(f"{(hi - lo) / pixel:.0f} pixels along {name[2]} at --pixel {pixel:g} mm; "
-                                     "use a larger --pixel or a smaller range", param_hint="--pixel")
-    cd = read_channel_data(path)
-    if angles == "all":
-        idx = list(range(cd.n_tx))
-    elif angles == "0":
-        idx = [cd.index_of_angle(0.0)]
-    else:
+    if angles not in ("0", "all"):
         try:
-            idx = [int(i) for i in angles.split(",")]
+            angles = [int(i) for i in angles.split(",")]
         except ValueError:
             raise click.BadParameter(f"expected '0', 'all' or comma-separated indices, got {angles!r}", param_hint="--angles")
-        for i in idx:
-            if not 0 <= i < cd.n_tx:
-                raise click.BadParameter(f"index {i} out of range: the file has {cd.n_tx} transmits", param_hint="--angles")
-    out_png = Path(out_png) if out_png else Path("out") / "beamform" / f"{Path(path).stem}.das.png"
-    check_writable_dir(out_png.parent, option="--out")
-    refuse_overwrite([out_png], overwrite=overwrite)
-    n_x = int(round((x_range[1] - x_range[0]) / pixel)) + 1
-    n_z = int(round((z_range[1] - z_range[0]) / pixel)) + 1
-    grid = ImageGrid.from_extent(x_min=x_range[0] * 1e-3, x_max=x_range[1] * 1e-3, z_min=z_range[0] * 1e-3, z_max=z_range[1] * 1e-3, n_x=n_x, n_z=n_z)
-    probe = cd.probe(center_frequency=center_frequency, bandwidth=0.67)
-    img = das(
-        cd.data[idx], probe=probe, waves=[cd.plane_wave(i) for i in idx], grid=grid, f_number=f_number,
-        modulation_frequency=cd.modulation_frequency,
-    )
-    env = envelope(img)
-    db = log_compress(env, dynamic_range=dynamic_range)
-    title = f"DAS, {len(idx)} plane wave{'s' if len(idx) > 1 else ''}"
-    save_bmode_figure({title: db}, grid, out_png, dynamic_range=dynamic_range, title=Path(path).name)
-    click.echo(f"wrote {out_png}")
-    if n_points:
-        from drus.evaluation.metrics import find_point_targets, resolution_metrics
-
-        pts = find_point_targets(env, grid, n_points)
-        res = resolution_metrics(env, grid, pts)
+    result = beamform_file(path, out_png=out_png, angles=angles, x_range=x_range, z_range=z_range, pixel=pixel,
+                           f_number=f_number, center_frequency=center_frequency, dynamic_range=dynamic_range,
+                           n_points=n_points, overwrite=overwrite)
+    click.echo(f"wrote {', '.join(str(f) for f in result.files)}")
+    if result.resolution is not None:
+        res = result.resolution
         click.echo(f"{'x [mm]':>8}{'z [mm]':>8}{'axial FWHM [mm]':>18}{'lateral FWHM [mm]':>20}")
         for x, z, a, l in zip(res.x, res.z, res.axial, res.lateral):
             click.echo(f"{x * 1e3:8.2f}{z * 1e3:8.2f}{a * 1e3:18.3f}{l * 1e3:20.3f}")
@@ -565,40 +534,9 @@ def _decompose_acquisition(path, *, size, angle, x_range, z_range, method, thres
                + (f"; cache {op.metadata['cache_dir']} (key {op.metadata['key'][:12]}…)" if op.metadata.get("cache_dir") else ""))
 
 
-# --- drus despeckle (drus.evaluation.despeckle) -------------------------------------------------------------------
-DESPECKLE_DATASETS = ("amplitude", "mean", "image")
-
-
-def _read_despeckle_input(path: Path, dataset: str | None):
-    """The amplitude image of ``path`` (a drus HDF5 or a ``.npy`` 2-D array), its grid (or None) and the source name."""
-    from drus.evaluation.despeckle import amplitude_of
-
-    if path.suffix.lower() == ".npy":
-        if dataset is not None:
-            raise click.BadParameter("a .npy file holds one array; --dataset is for HDF5 files", param_hint="--dataset")
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise ValueError(f"{path}: not a readable .npy array ({one_line(exc)})") from None
-        return amplitude_of(arr), None, "array"
-    from drus.datasets.io import load_images_hdf5
-
-    saved = load_images_hdf5(path)
-    names = [dataset] if dataset else [n for n in DESPECKLE_DATASETS if n in saved]
-    if not names or names[0] not in saved:
-        have = ", ".join(sorted(saved)) or "none"
-        want = f"no dataset {dataset!r}" if dataset else f"none of the datasets {', '.join(DESPECKLE_DATASETS)}"
-        raise ValueError(f"{path}: {want} (it has: {have}); pass --dataset NAME or a .npy 2-D array")
-    arr = saved[names[0]]
-    if arr.ndim != 2:
-        raise ValueError(f"{path}: dataset {names[0]!r} has shape {arr.shape}; drus despeckle takes a 2-D image [n_z, n_x]")
-    grid = saved.grid if saved.grid is not None and saved.grid.shape == arr.shape else None
-    return amplitude_of(arr), grid, names[0]
-
-
 @main.command("despeckle")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
-@click.option("--method", type=click.Choice(["admss"]), required=True, help="admss: anisotropic diffusion with memory based on speckle statistics (Ramos-Llordén et al. 2015; docs/despeckle.md).")
+@click.option("--method", type=click.Choice(DESPECKLE_METHODS), required=True, help="admss: anisotropic diffusion with memory based on speckle statistics (Ramos-Llordén et al. 2015; docs/despeckle.md).")
 @click.option("--dataset", default=None, help="HDF5 dataset to despeckle (default: the first of amplitude, mean, image). A signed RF image is despeckled on its envelope.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out/despeckle", show_default=True, help="Output folder.")
 @click.option("--sigma", type=click.FloatRange(min=0, min_open=True), default=4.0, show_default=True, help="Structure-tensor scale σ (pixels).")
@@ -614,35 +552,14 @@ def despeckle_command(path, method, dataset, out_dir, sigma, rho, iterations, me
     ``amplitude_in``, on the file's grid when it has one) and <name>.admss.png (B-modes before and
     after, [−60, 0] dB).
     """
-    import time
+    from drus.pipelines.despeckle import despeckle_file
 
-    from drus.evaluation.despeckle import admss
-    from drus.physics.geometry import ImageGrid
-    from drus.datasets.io import save_images_hdf5
-    from drus.evaluation.metrics import to_db
-    from drus.outputs import check_writable_dir, refuse_overwrite
-    from drus.plotting import save_bmode_figure
-
-    path = Path(path)
-    out = check_writable_dir(out_dir)
-    files_out = {ext: out / f"{path.stem}.{method}.{ext}" for ext in ("h5", "png")}
-    refuse_overwrite(files_out.values(), overwrite=overwrite)
-    amp, grid, source = _read_despeckle_input(path, dataset)
-    t0 = time.perf_counter()
-    filtered = admss(amp, sigma=sigma, rho=rho, n_iter=iterations, memory=memory, dt=dt)
-    seconds = time.perf_counter() - t0
-    attrs = {"method": method, "input": str(path), "input_dataset": source, "sigma": sigma, "rho": rho,
-             "n_iter": iterations, "memory": memory, "dt": dt, "model": "gamma", "seconds": seconds}
-    files = [save_images_hdf5(files_out["h5"], grid=grid, amplitude=filtered, amplitude_in=amp, attrs=attrs)]
-    title = f"{path.name}: [−60, 0] dB"
-    if grid is None:  # no grid in the input: axes numbered in pixels from 1
-        n_z, n_x = amp.shape
-        grid = ImageGrid.from_extent(x_min=1e-3, x_max=n_x * 1e-3, z_min=1e-3, z_max=n_z * 1e-3, n_x=n_x, n_z=n_z)
-        title += " (no grid in the file: axes in pixels)"
-    files.append(save_bmode_figure({f"input ({source})": to_db(amp), "ADMSS": to_db(filtered)}, grid, files_out["png"], title=title))
+    result = despeckle_file(path, method=method, dataset=dataset, out_dir=out_dir, overwrite=overwrite, sigma=sigma,
+                            rho=rho, n_iter=iterations, memory=memory, dt=dt)
+    amp = result.amplitude_in
     click.echo(f"ADMSS (σ = {sigma:g} px, ρ = {rho:g} px, {iterations} iterations, memory {memory}, Δt {dt:g}) on "
-               f"{amp.shape[0]} × {amp.shape[1]} pixels in {seconds:.1f} s")
-    click.echo(f"wrote {', '.join(str(f) for f in files)}")
+               f"{amp.shape[0]} × {amp.shape[1]} pixels in {result.seconds:.1f} s")
+    click.echo(f"wrote {', '.join(str(f) for f in result.files)}")
 
 
 if __name__ == "__main__":  # pragma: no cover
