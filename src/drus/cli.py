@@ -254,34 +254,11 @@ def evaluate_numerical(phantom, out_dir, prior, realisations, n_samples, n_steps
 @click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run in --out.")
 def evaluate_by_check(dataset, out_dir, data_root, overwrite) -> None:
     """Simulate a PICMUS phantom through drus's H and B and compare with the DRUS By file."""
-    from drus.physics.beamform import MatchedFilterBeamformer, envelope, log_compress
-    from drus.physics.geometry import picmus
-    from drus.datasets.io import read_drus_by
-    from drus.outputs import check_writable_dir, refuse_overwrite, write_text_atomic
-    from drus.physics.phantoms import PicmusPhantom
-    from drus.datasets.picmus import PICMUS_SETS, compare_by, simulate_by
-    from drus.plotting import save_bmode_figure
+    from drus.pipelines.picmus import by_check
 
-    ds = PICMUS_SETS[dataset]
-    files = ds.files(data_root)
-    for key in ("phantom", "by_drus"):
-        if not Path(files[key]).is_file():
-            raise click.BadParameter(f"{files[key]} not found; point --data at the reference folder (the one "
-                                     "holding picmus/), or set $DRUS_REFERENCE_DATA", param_hint="--data")
-    out = check_writable_dir(out_dir)
-    refuse_overwrite([out / f"{dataset}.png", out / f"{dataset}.json"], overwrite=overwrite)
-    probe, wave, grid = picmus(256)
-    bf = MatchedFilterBeamformer(probe, wave, grid)
-    phantom = PicmusPhantom.from_file(files["phantom"])
-    ours = simulate_by(phantom, bf, factor=ds.by_factor)
-    ref = read_drus_by(files["by_drus"])
-    report = compare_by(ours, ref, grid, phantom) if phantom.cyst_disks() else {}
-    save_bmode_figure({f"drus B H o ({dataset} phantom)": log_compress(envelope(ours)),
-                       f"DRUS By file ({dataset}.mat)": log_compress(envelope(ref))},
-                      grid, out / f"{dataset}.png", overlays=list(phantom.cyst_disks()), title="envelope, [−60, 0] dB")
-    write_text_atomic(out / f"{dataset}.json", json.dumps(report, indent=2))
+    report, files = by_check(dataset, out_dir=out_dir, data_root=data_root, overwrite=overwrite)
     click.echo(json.dumps(report, indent=2))
-    click.echo(f"wrote {out / (dataset + '.png')}, {out / (dataset + '.json')}")
+    click.echo(f"wrote {', '.join(str(f) for f in files)}")
 
 
 @main.command()

@@ -26,7 +26,7 @@ from drus.evaluation.scoring import METHODS, method_envelope, points_in_view, sc
 from drus.physics.geometry import ImageGrid
 from drus.sampling.config import OperatorConfig, ReconstructionConfig
 
-__all__ = ["MethodResult", "DatasetResult", "PicmusEvaluation", "evaluate_picmus"]
+__all__ = ["MethodResult", "DatasetResult", "PicmusEvaluation", "evaluate_picmus", "by_check"]
 
 log = logging.getLogger(__name__)
 
@@ -392,3 +392,44 @@ def evaluate_picmus(
     if out_dir is not None:
         evaluation.save(out_dir)
     return evaluation
+
+
+def by_check(dataset: str, *, out_dir, data_root=None, overwrite: bool = False) -> tuple[dict, list]:
+    """Simulate a PICMUS phantom through drus's ``H`` and ``B`` and compare with the DRUS ``By`` file
+    (``drus evaluate by-check``).
+
+    The phantom file of ``dataset`` (``simu_cont`` or ``simu_reso``) goes through
+    :func:`drus.datasets.picmus.simulate_by` (×  the set's By factor) on the 256² PICMUS grid; for a
+    phantom with cysts, :func:`drus.datasets.picmus.compare_by` scores both images. Writes
+    ``<dataset>.png`` (both envelopes, [−60, 0] dB) and ``<dataset>.json`` (the comparison) into
+    ``out_dir``; returns ``(comparison, files)``.
+    """
+    from drus.datasets.io import read_drus_by
+    from drus.datasets.picmus import compare_by, simulate_by
+    from drus.errors import OptionError
+    from drus.outputs import check_writable_dir, refuse_overwrite, write_text_atomic
+    from drus.physics import geometry
+    from drus.physics.beamform import MatchedFilterBeamformer, envelope, log_compress
+    from drus.physics.phantoms import PicmusPhantom
+    from drus.plotting import save_bmode_figure
+
+    ds = _resolve_set(dataset)
+    files = ds.files(data_root)
+    for key in ("phantom", "by_drus"):
+        if not Path(files[key]).is_file():
+            raise OptionError("--data", f"{files[key]} not found; point --data at the reference folder (the one "
+                                        "holding picmus/), or set $DRUS_REFERENCE_DATA")
+    out = check_writable_dir(out_dir)
+    written = [out / f"{ds.name}.png", out / f"{ds.name}.json"]
+    refuse_overwrite(written, overwrite=overwrite)
+    probe, wave, grid = geometry.picmus(256)
+    bf = MatchedFilterBeamformer(probe, wave, grid)
+    phantom = PicmusPhantom.from_file(files["phantom"])
+    ours = simulate_by(phantom, bf, factor=ds.by_factor)
+    ref = read_drus_by(files["by_drus"])
+    report = compare_by(ours, ref, grid, phantom) if phantom.cyst_disks() else {}
+    save_bmode_figure({f"drus B H o ({ds.name} phantom)": log_compress(envelope(ours)),
+                       f"DRUS By file ({ds.name}.mat)": log_compress(envelope(ref))},
+                      grid, written[0], overlays=list(phantom.cyst_disks()), title="envelope, [−60, 0] dB")
+    write_text_atomic(written[1], json.dumps(report, indent=2))
+    return report, written
