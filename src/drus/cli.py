@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import click
-import numpy as np
 
 from drus.defaults import DEMO_SEED
 from drus.defaults import PRIOR_FRACTION as DEFAULT_PRIOR_FRACTION
@@ -110,20 +108,10 @@ def demo(out_dir, quick, seed, prior, device, n_samples, n_steps, gamma, size, p
          cache_dir) -> None:
     """Reconstruct the numerical occlusion phantom end to end (the paper's separable-blur study) and a
     simulated plane-wave acquisition through the drus reconstruct FILE path; write pictures and metrics."""
-    from drus.pipelines.demo import DEMO_FILES, demo_config, run_demo
-    from drus.outputs import check_writable_dir, refuse_overwrite
-    from drus.models.prior import check_size_multiple, load_prior
-    from drus.device import resolve_device
+    from drus.pipelines.demo import demo_config, run_demo
 
     given = {k: v for k, v in (("n_samples", n_samples), ("n_steps", n_steps)) if v is not None}
     config = demo_config(quick=quick, seed=seed, **given).replace(prior=prior, device=device, precision=precision)
-    # everything that can be wrong is checked before the minutes of sampling
-    resolve_device(config.device)
-    out = check_writable_dir(out_dir)
-    refuse_overwrite([out / f for f in DEMO_FILES], overwrite=overwrite)
-    if cache_dir is not None:
-        check_writable_dir(cache_dir, option="--cache-dir")
-    check_size_multiple(load_prior(config.prior), size, option="--size")
     result = run_demo(out_dir, config=config, seed=seed, gamma=gamma, size=size, overwrite=overwrite,
                       plane_wave_size=plane_wave_size, cache_dir=cache_dir)
     click.echo(result.table())
@@ -221,27 +209,13 @@ def evaluate() -> None:
 @click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run in --out.")
 def evaluate_numerical(phantom, out_dir, prior, realisations, n_samples, n_steps, size, device, overwrite) -> None:
     """The numerical study of paper Figures 2-3: occlusion (gCNR, SNR) and scatterer (FWHM) phantoms."""
-    from drus.pipelines.experiments import format_table, occlusion_study, save_study, scatterer_study
-    from drus.outputs import check_writable_dir, refuse_overwrite
-    from drus.models.prior import check_size_multiple, load_prior
-    from drus.device import resolve_device
+    from drus.pipelines.experiments import format_table, numerical_study
 
-    dev = resolve_device(device)
-    out = check_writable_dir(out_dir)
+    config = _ReconstructionConfig(sampler=_SamplerConfig.paper(n_samples=n_samples, n_steps=n_steps), prior=prior,
+                                   device=device)
     names = [n for n in ("occlusion", "scatterer") if phantom in (n, "both")]
-    refuse_overwrite([out / f"{n}.{ext}" for n in names for ext in ("json", "md", "png")], overwrite=overwrite)
-    model = load_prior(prior, device=dev)
-    check_size_multiple(model, size, option="--size")
-    from drus.sampling.config import SamplerConfig
-
-    kw = dict(sampler=SamplerConfig.paper(n_samples=n_samples, n_steps=n_steps), size=size, device=dev)
-    studies = []
-    if phantom in ("occlusion", "both"):
-        studies.append(occlusion_study(model, seeds=tuple(range(1000, 1000 + realisations)), **kw))
-    if phantom in ("scatterer", "both"):
-        studies.append(scatterer_study(model, seeds=tuple(range(2000, 2000 + realisations)), **kw))
-    for st in studies:
-        files = save_study(st, out_dir)
+    for st, files in numerical_study(names, config=config, realisations=realisations, size=size, out_dir=out_dir,
+                                     overwrite=overwrite):
         click.echo(f"\n{st.phantom} phantom ({realisations} realisations, C={n_samples}, {n_steps} steps, {size}²)")
         click.echo(format_table(st))
         click.echo(f"wrote {', '.join(str(f) for f in files)}")
@@ -279,80 +253,18 @@ def evaluate_by_check(dataset, out_dir, data_root, overwrite) -> None:
 @click.option("--threads", type=int, default=None, help="CPU threads for torch (LAPACK/BLAS follow OMP_NUM_THREADS).")
 def decompose(size, acquisition, angle, x_range, z_range, method, threshold, dtype, compute_dtype, complement, device, cache_dir, no_cache, seed, threads) -> None:
     """Precompute (or load) the exact flip-split decomposition of BH and report its cost and accuracy."""
+    from drus.pipelines.decompose import decompose_acquisition_file, decompose_picmus
+
+    kw = dict(method=method, threshold=threshold, dtype=dtype, compute_dtype=compute_dtype, complement=complement,
+              device=device, cache_dir=cache_dir, cache=not no_cache, report=click.echo)
     if acquisition is not None:
-        return _decompose_acquisition(acquisition, **click.get_current_context().params)
+        _torch_threads(threads)
+        decompose_acquisition_file(acquisition, angle=angle, x_range=x_range, z_range=z_range, size=size, **kw)
+        return
     if size is None:
         raise click.UsageError("give --size N (the paper's field of view at N × N pixels) or --acquisition FILE")
-    import resource
-    import time
-
-    import torch
-
-    from drus.physics.beamform import MatchedFilterBeamformer
-    from drus.physics.decompose import decompose_bh, operator_error
-    from drus.physics.geometry import picmus
-    from drus.physics.phantoms import random_echogenicity, speckle
-    from drus.device import resolve_device
-
     _torch_threads(threads)
-    dev = resolve_device(device)
-    probe, wave, grid = picmus(size)
-    t0 = time.perf_counter()
-    bf = MatchedFilterBeamformer(probe, wave, grid)
-    _ = bf.H, bf.B
-    t_build = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    try:
-        op = decompose_bh(bf, method=method, threshold=threshold, dtype=dtype, compute_dtype=compute_dtype,
-                          complement=complement, device=dev, cache_dir=cache_dir, cache=not no_cache, progress=True)
-    except ValueError as exc:
-        raise click.UsageError(one_line(exc))
-    t_dec = time.perf_counter() - t0
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB → GiB (Linux)
-
-    rng = np.random.default_rng(seed)
-    inputs = {
-        "random": rng.standard_normal(grid.shape).astype(np.float32),
-        "speckle": speckle(random_echogenicity(grid, rng=rng), rng=rng).astype(np.float32),
-    }
-    blocks = op.blocks
-    n = grid.size
-    click.echo(f"BH on {grid} (N = {n}), flip blocks {blocks['even'].n} + {blocks['odd'].n}, {method}, "
-               f"compute {compute_dtype}, V stored as {dtype}, device {dev}")
-    click.echo(f"H, B built in {t_build:.1f} s; decomposition {t_dec:.1f} s")
-    for p, m in op.metadata["blocks"].items():
-        if m["source"] == "cache":
-            click.echo(f"  {p} block: loaded from the cache (computed in {m['seconds_total']:.1f} s on {m['device']})")
-        else:
-            click.echo(f"  {p} block: assembled in {m['seconds_assemble']:.1f} s, decomposed in "
-                       f"{m['seconds_total'] - m['seconds_assemble']:.1f} s")
-    click.echo(f"peak RSS {peak_rss:.2f} GiB" + (f", peak CUDA {torch.cuda.max_memory_allocated(dev) / 2**30:.2f} GiB" if dev.type == "cuda" else ""))
-    click.echo(f"s1 = {op.s1:.4g}; reliable floor {op.floor:.2g}·s1")
-    s_all = np.concatenate([b.singular_values for b in blocks.values()])
-    for t in sorted({1e-1, 1e-2, 1e-3, threshold}, reverse=True):
-        k = int((s_all > max(t, op.floor) * op.s1).sum())
-        click.echo(f"  kept above {t:g}·s1: {k} of {n} ({100 * k / n:.1f} %)" + ("  ← this operator" if t == threshold else ""))
-    click.echo(f"layout {op.layouts['even']}/{op.layouts['odd']}, spectral size {op.spectral_shape[0]}, "
-               f"V {op.nbytes / 2**20:.1f} MiB in memory")
-    if op.metadata.get("cache_dir"):
-        from pathlib import Path
-
-        files = sorted(Path(op.metadata["cache_dir"]).glob(f"bh-{op.metadata['key'][:24]}-*"))
-        click.echo(f"cache: {sum(f.stat().st_size for f in files) / 2**20:.1f} MiB in {len(files)} files under {op.metadata['cache_dir']}")
-    # the per-step cost of DDRM's transforms: one Vᵀ and one V on C = 10 images
-    x = torch.randn(10, *grid.shape, device=dev)
-    op.V(op.Vt(x))
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(3):
-        op.V(op.Vt(x))
-    sync()
-    click.echo(f"Vᵀ + V on 10 images (one DDRM step): {(time.perf_counter() - t0) / 3 * 1e3:.1f} ms on {dev}")
-    others = [t for t in (1e-2, 1e-3) if t != threshold and (t > threshold or set(op.layouts.values()) == {"basis"})]
-    for t, o in [(threshold, op)] + [(t, op.with_threshold(t)) for t in others]:
-        errs = ", ".join(f"{name} {operator_error(o, bf, x):.3g}" for name, x in inputs.items())
-        click.echo(f"operator error ‖USVᵀx − BHx‖/‖BHx‖ at threshold {t:g}: {errs}")
+    decompose_picmus(size, seed=seed, **kw)
 
 
 _PICMUS_NAMES = ("simu_reso", "simu_cont", "expe_reso", "expe_cont")
@@ -485,30 +397,6 @@ def reconstruct_command(observation, method, angle, x_range, z_range, grid_size,
     for k, v in (result.metrics or {}).items():
         click.echo(f"{k}: {v['mean']:.3f} ± {v['std']:.3f}")
     click.echo(f"wrote {', '.join(str(f) for f in result.files)}")
-
-
-# --- drus reconstruct / decompose on any plane-wave acquisition (drus.datasets.acquisition) -------------------
-def _decompose_acquisition(path, *, size, angle, x_range, z_range, method, threshold, dtype, compute_dtype,
-                           complement, device, cache_dir, no_cache, threads, **_unused) -> None:
-    """``drus decompose --acquisition FILE``: the decomposition ``drus reconstruct FILE`` will read."""
-    import time
-
-
-    from drus.datasets.acquisition import plan_decomposition
-    from drus.physics.decompose import decompose_bh
-    from drus.pipelines.reconstruct import prepare_acquisition_mm
-    from drus.device import resolve_device
-
-    _torch_threads(threads)
-    dev = resolve_device(device)
-    _, bf = prepare_acquisition_mm(Path(path), angle=angle, x_range=x_range, z_range=z_range, size=size, report=click.echo)
-    split = plan_decomposition(bf, compute_dtype=compute_dtype, threshold=threshold, cache_dir=cache_dir,
-                               cache=not no_cache, report=click.echo)
-    t0 = time.perf_counter()
-    op = decompose_bh(bf, method=method, threshold=threshold, dtype=dtype, compute_dtype=compute_dtype,
-                      complement=complement, device=dev, cache_dir=cache_dir, cache=not no_cache, split=split)
-    click.echo(f"{op} in {time.perf_counter() - t0:.1f} s; split {split}"
-               + (f"; cache {op.metadata['cache_dir']} (key {op.metadata['key'][:12]}…)" if op.metadata.get("cache_dir") else ""))
 
 
 @main.command("despeckle")

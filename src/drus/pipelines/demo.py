@@ -36,7 +36,7 @@ from drus.datasets.channel_data import ChannelData
 from drus.datasets.io import save_images_hdf5, write_ustb_channel_data
 from drus.evaluation.metrics import contrast_metrics
 from drus.physics.operators import SeparableBlur
-from drus.outputs import refuse_overwrite, write_text_atomic
+from drus.outputs import check_writable_dir, refuse_overwrite, write_text_atomic
 from drus.physics.phantoms import add_noise, occlusion_disks, occlusion_phantom, speckle
 from drus.plotting import save_bmode_figure
 
@@ -134,7 +134,7 @@ def run_demo(
     along its depth (96: 64 × 96 unknowns); ``cache_dir``/``cache``: where its decomposition of ``BH``
     is cached (default: :func:`drus.physics.decomposition_cache.default_cache_dir`, as ``drus reconstruct``).
     """
-    from drus.models.prior import load_prior
+    from drus.models.prior import check_size_multiple, load_prior
     from drus.sampling.reconstruct import reconstruct
     from drus.device import resolve_device
 
@@ -146,8 +146,14 @@ def run_demo(
     n_samples, n_steps = sampler.n_samples, sampler.n_steps
     if n_samples < 2:
         raise ValueError(f"config.sampler.n_samples (--samples) {n_samples}: DRUSvar needs at least 2 samples (C ≥ 2)")
-    refuse_overwrite([out / f for f in DEMO_FILES], overwrite=overwrite)
+    # everything that can be wrong is checked before the minutes of sampling
     dev = resolve_device(config.device)
+    check_writable_dir(out)
+    refuse_overwrite([out / f for f in DEMO_FILES], overwrite=overwrite)
+    if cache_dir is not None:
+        check_writable_dir(cache_dir, option="--cache-dir")
+    model = load_prior(config.prior, device=dev, precision=config.precision)
+    check_size_multiple(model, int(size), option="--size")
     out.mkdir(parents=True, exist_ok=True)
     n = int(size)
     seconds: dict = {}
@@ -175,7 +181,6 @@ def run_demo(
     K = SeparableBlur.paper(grid)
     ko = K.apply(torch.from_numpy(o)).numpy()
     y_k, sigma0 = add_noise(ko, gamma=gamma, seed=seed + 2)
-    model = load_prior(config.prior, device=dev, precision=config.precision)
     rec = reconstruct(K, y_k, sigma0=sigma0, model=model, sampler=sampler, device=dev, progress=progress)
     seconds["drus"] = time.perf_counter() - t
 

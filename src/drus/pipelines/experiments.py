@@ -21,14 +21,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from drus.sampling.config import SamplerConfig
+from drus.sampling.config import ReconstructionConfig, SamplerConfig
 from drus.physics.geometry import paper_grid
 from drus.evaluation.metrics import contrast_metrics, mean_std, resolution_metrics
 from drus.physics.operators import SeparableBlur
 from drus.physics.phantoms import add_noise, occlusion_disks, occlusion_phantom, scatterer_phantom, scatterer_points, speckle
 from drus.sampling.reconstruct import reconstruct
 
-__all__ = ["NumericalStudy", "occlusion_study", "scatterer_study", "format_table"]
+__all__ = ["NumericalStudy", "occlusion_study", "scatterer_study", "format_table", "save_study", "numerical_study",
+           "OCCLUSION_SEED", "SCATTERER_SEED"]
+
+#: First speckle seed of each phantom's realisations (held out from the shipped prior's training, seeded from 0).
+OCCLUSION_SEED, SCATTERER_SEED = 1000, 2000
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +83,7 @@ def _run(phantom: str, echogenicity, score, *, model, gammas, seeds, sampler, si
     return NumericalStudy(phantom, scores, settings, example)
 
 
-def occlusion_study(model, *, gammas=(0.02, 0.08), seeds=tuple(range(1000, 1009)),
+def occlusion_study(model, *, gammas=(0.02, 0.08), seeds=tuple(range(OCCLUSION_SEED, OCCLUSION_SEED + 9)),
                     sampler: SamplerConfig = SamplerConfig(), size=256, device="cpu", progress=True) -> NumericalStudy:
     """Fig. 2: gCNR and SNR on the occlusion phantom for each noise level γ (9 realisations by default).
 
@@ -95,7 +99,7 @@ def occlusion_study(model, *, gammas=(0.02, 0.08), seeds=tuple(range(1000, 1009)
                 sampler=sampler, size=size, device=device, progress=progress)
 
 
-def scatterer_study(model, *, gammas=(0.018, 0.1), seeds=tuple(range(2000, 2009)),
+def scatterer_study(model, *, gammas=(0.018, 0.1), seeds=tuple(range(SCATTERER_SEED, SCATTERER_SEED + 9)),
                     sampler: SamplerConfig = SamplerConfig(), size=256, device="cpu", progress=True) -> NumericalStudy:
     """Fig. 3: axial/lateral −6 dB FWHM (mm) of the 25 targets of the scatterer phantom (``sampler`` as
     :func:`occlusion_study`)."""
@@ -141,3 +145,36 @@ def save_study(study: NumericalStudy, out_dir) -> list[Path]:
     files.append(save_bmode_figure(panels, grid, out / f"{study.phantom}.png", columns=4,
                                    title=f"{study.phantom} phantom, seed {study.settings['seeds'][0]}, [−60, 0] dB"))
     return files
+
+
+def numerical_study(phantoms=("occlusion", "scatterer"), *, config: ReconstructionConfig = ReconstructionConfig(),
+                    realisations: int = 9, size: int = 256, out_dir, overwrite: bool = False,
+                    progress: bool = True) -> list[tuple[NumericalStudy, list[Path]]]:
+    """Figures 2–3 of the paper (``drus evaluate numerical``): each phantom's study, saved into ``out_dir``.
+
+    ``phantoms``: ``"occlusion"`` (:func:`occlusion_study`) and/or ``"scatterer"`` (:func:`scatterer_study`),
+    each with ``realisations`` speckle seeds from :data:`OCCLUSION_SEED` / :data:`SCATTERER_SEED`;
+    ``config``: the sampler, prior, device and precision (its operator is not used: the blur is
+    defined in mm). Everything is checked before any sampling (the output folder, earlier results,
+    kept unless ``overwrite``, the device, and the prior's size multiple). Returns
+    ``[(study, files written)]`` in the order of ``phantoms``.
+    """
+    from drus.device import resolve_device
+    from drus.errors import OptionError
+    from drus.models.prior import check_size_multiple, load_prior
+    from drus.outputs import check_writable_dir, refuse_overwrite
+
+    names = [phantoms] if isinstance(phantoms, str) else list(phantoms)
+    runs = {"occlusion": (occlusion_study, OCCLUSION_SEED), "scatterer": (scatterer_study, SCATTERER_SEED)}
+    for name in names:
+        if name not in runs:
+            raise OptionError("--phantom", f"must be one of {', '.join(runs)}, got {name!r}")
+    dev = resolve_device(config.device)
+    out = check_writable_dir(out_dir)
+    refuse_overwrite([out / f"{n}.{ext}" for n in names for ext in ("json", "md", "png")], overwrite=overwrite)
+    model = load_prior(config.prior, device=dev, precision=config.precision)
+    check_size_multiple(model, size, option="--size")
+    studies = [study(model, seeds=tuple(range(seed0, seed0 + realisations)), sampler=config.sampler, size=size,
+                     device=dev, progress=progress)
+               for study, seed0 in (runs[n] for n in names)]
+    return [(st, save_study(st, out_dir)) for st in studies]
