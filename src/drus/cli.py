@@ -308,37 +308,24 @@ def _torch_threads(threads) -> None:
 @_sampler_options
 def evaluate_picmus_command(sets, unknown_size, n_samples, n_steps, threshold, compute_dtype, prior, out_dir, data_root, cache_dir, device, seed, precision, threads, overwrite, prior_fraction, paper, eta, eta_b) -> None:
     """Paper Table I on PICMUS: DAS 75/1 PW, DENOmean, DRUSmean, DRUSvar (gCNR, SNR, FWHM)."""
-    from drus.datasets.picmus import PICMUS_SETS
-    from drus.pipelines.picmus import evaluate_picmus
-    from drus.models.prior import check_size_multiple, load_prior
-    from drus.device import resolve_device
+    from drus.pipelines.picmus import TABLE_FILES, picmus_table
 
     names = [n.strip() for n in sets.split(",") if n.strip()]
-    unknown = [n for n in names if n not in PICMUS_SETS]
-    if unknown or not names:
-        raise click.BadParameter(f"unknown set(s) {', '.join(unknown) or '(none given)'}; choose among {', '.join(PICMUS_SETS)}",
-                                 param_hint="--sets")
-    from drus.outputs import check_writable_dir, refuse_overwrite
-
     config = _ReconstructionConfig(
         sampler=_sampler_config(paper=paper, n_samples=n_samples, n_steps=n_steps, seed=seed, eta=eta, eta_b=eta_b,
                                 prior_fraction=prior_fraction),
         operator=_OperatorConfig(unknown_size=unknown_size, threshold=threshold, compute_dtype=compute_dtype),
         prior=prior, device=device, precision=precision)
     _torch_threads(threads)
-    dev = resolve_device(config.device)
-    out = check_writable_dir(out_dir)
-    refuse_overwrite([out / f"{n}.hdf5" for n in names] + [out / f for f in ("table.md", "results.json", "picmus.png")],
-                     overwrite=overwrite)
-    model = load_prior(config.prior, device=dev, precision=config.precision)
-    check_size_multiple(model, config.operator.unknown_size, option="--unknown-size")
     try:
-        result = evaluate_picmus(model, sets=names, config=config, sigma0_from_data=not paper, data_root=data_root,
-                                 cache_dir=cache_dir, out_dir=out_dir)
+        result = picmus_table(names, config=config, out_dir=out_dir, data_root=data_root, cache_dir=cache_dir,
+                              sigma0_from_data=not paper, overwrite=overwrite)
+    except OptionError:
+        raise
     except (ValueError, FileNotFoundError) as exc:
         raise click.UsageError(one_line(exc))
     click.echo(result.table())
-    click.echo(f"\nwrote {out_dir}/: {', '.join(f'{n}.hdf5' for n in names)}, table.md, results.json, picmus.png")
+    click.echo(f"\nwrote {out_dir}/: {', '.join(f'{n}.hdf5' for n in names)}, {', '.join(TABLE_FILES)}")
 
 
 @main.command("reconstruct")

@@ -26,7 +26,11 @@ from drus.evaluation.scoring import METHODS, method_envelope, points_in_view, sc
 from drus.physics.geometry import ImageGrid
 from drus.sampling.config import OperatorConfig, ReconstructionConfig
 
-__all__ = ["MethodResult", "DatasetResult", "PicmusEvaluation", "evaluate_picmus", "by_check"]
+__all__ = ["MethodResult", "DatasetResult", "PicmusEvaluation", "evaluate_picmus", "picmus_table", "by_check",
+           "TABLE_FILES"]
+
+#: The files :meth:`PicmusEvaluation.save` writes besides one ``<set>.hdf5`` per set.
+TABLE_FILES = ("table.md", "results.json", "picmus.png")
 
 log = logging.getLogger(__name__)
 
@@ -433,3 +437,32 @@ def by_check(dataset: str, *, out_dir, data_root=None, overwrite: bool = False) 
                       grid, written[0], overlays=list(phantom.cyst_disks()), title="envelope, [−60, 0] dB")
     write_text_atomic(written[1], json.dumps(report, indent=2))
     return report, written
+
+
+def picmus_table(sets=("simu_reso", "simu_cont", "expe_reso", "expe_cont"), *,
+                 config: ReconstructionConfig = ReconstructionConfig(), out_dir, data_root=None, cache_dir=None,
+                 sigma0_from_data: bool = True, overwrite: bool = False, progress: bool = True) -> PicmusEvaluation:
+    """Table I end to end (``drus evaluate picmus``): everything checked first, the prior loaded as ``config``
+    says, then :func:`evaluate_picmus`, its results written into ``out_dir``.
+
+    Checked before any decomposition or sampling: the set names, the device, the output folder and
+    earlier results there (kept unless ``overwrite``), the prior and whether it takes
+    ``config.operator.unknown_size``.
+    """
+    from drus.device import resolve_device
+    from drus.errors import OptionError
+    from drus.models.prior import check_size_multiple, load_prior
+    from drus.outputs import check_writable_dir, refuse_overwrite
+
+    names = [sets] if isinstance(sets, str) else list(sets)
+    unknown = [n for n in names if n not in PICMUS_SETS]
+    if unknown or not names:
+        raise OptionError("--sets", f"unknown set(s) {', '.join(unknown) or '(none given)'}; choose among "
+                                    f"{', '.join(PICMUS_SETS)}")
+    dev = resolve_device(config.device)
+    out = check_writable_dir(out_dir)
+    refuse_overwrite([out / f"{n}.hdf5" for n in names] + [out / f for f in TABLE_FILES], overwrite=overwrite)
+    model = load_prior(config.prior, device=dev, precision=config.precision)
+    check_size_multiple(model, config.operator.unknown_size, option="--unknown-size")
+    return evaluate_picmus(model, sets=names, config=config, sigma0_from_data=sigma0_from_data, data_root=data_root,
+                           cache_dir=cache_dir, out_dir=out_dir, progress=progress)
