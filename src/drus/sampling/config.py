@@ -3,8 +3,8 @@
 One frozen :class:`ReconstructionConfig` holds everything that decides a reconstruction besides the
 observation: the sampler (:class:`SamplerConfig`), the operator ``BH`` and its decomposition
 (:class:`OperatorConfig`), the prior checkpoint, the device and the network precision. The
-pipelines (:func:`drus.pipelines.reconstruct.reconstruct_file`, :func:`drus.pipelines.demo.run_demo`)
-take it, the CLI builds it from its options, and results save it (:meth:`ReconstructionConfig.to_dict`
+pipelines (:func:`drus.pipelines.reconstruct.reconstruct_file`, :func:`drus.pipelines.demo.run_demo`,
+:func:`drus.pipelines.picmus.evaluate_picmus`, :func:`drus.pipelines.experiments.numerical_study`) take it, the CLI builds it from its options, and results save it (:meth:`ReconstructionConfig.to_dict`
 in JSON, :meth:`ReconstructionConfig.to_attrs` in HDF5 attributes); :meth:`ReconstructionConfig.from_dict`
 reads it back. ``reconstruct``, DENO, the PICMUS evaluation, the numerical study and a user's
 acquisition take its :class:`SamplerConfig` part.
