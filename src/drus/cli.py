@@ -301,7 +301,7 @@ def _torch_threads(threads) -> None:
 @click.option("--data", "data_root", type=click.Path(file_okay=False), default=None, help="Reference data folder (default $DRUS_REFERENCE_DATA or ../shared/data).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Decomposition cache (default $DRUS_CACHE or ~/.cache/drus).")
 @click.option("--device", default=_RECONSTRUCTION.device, show_default=True, help="auto, cpu, cuda, cuda:1, …")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=_PAPER.seed, show_default=True, help="Seeds the sampler (SamplerConfig.seed).")
 @click.option("--precision", type=click.Choice(PRECISION_NAMES), default=_RECONSTRUCTION.precision, show_default=True, help="Network precision (bf16/fp16 for GPUs).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
 @click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run in --out.")
@@ -349,7 +349,7 @@ def evaluate_picmus_command(sets, unknown_size, n_samples, n_steps, threshold, c
 @click.option("--z-range", nargs=2, type=float, default=None, help="Channel data: depth extent in mm (default: 10 λ to the deepest recorded echo).")
 @click.option("--size", "grid_size", type=click.IntRange(min=8), default=None, help="Channel data: pixels along the longer side of the grid (default: λ/2 pixels, capped at 128² unknowns).")
 @click.option("--device", default=_RECONSTRUCTION.device, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=_PAPER.seed, show_default=True, help="Seeds the sampler (SamplerConfig.seed).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
 @click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run of this observation and method in --out.")
 @_sampler_options
