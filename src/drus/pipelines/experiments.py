@@ -177,4 +177,6 @@ def numerical_study(phantoms=("occlusion", "scatterer"), *, config: Reconstructi
     studies = [study(model, seeds=tuple(range(seed0, seed0 + realisations)), sampler=config.sampler, size=size,
                      device=dev, progress=progress)
                for study, seed0 in (runs[n] for n in names)]
+    for st in studies:  # what ran, read back with ReconstructionConfig.from_dict
+        st.settings["config"] = config.to_dict()
     return [(st, save_study(st, out_dir)) for st in studies]
