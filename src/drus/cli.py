@@ -7,7 +7,7 @@ import logging
 
 import click
 
-from drus.defaults import DEMO_SEED
+from drus.defaults import DEMO_GAMMA, DEMO_PLANE_WAVE_SIZE, DEMO_SEED, DEMO_SIZE
 from drus.defaults import PRIOR_FRACTION as DEFAULT_PRIOR_FRACTION
 from drus.errors import OptionError
 from drus.pipelines import beamform as _BF
@@ -98,11 +98,11 @@ def main(verbose: int, debug: bool) -> None:
 @click.option("--device", default=_RECONSTRUCTION.device, show_default=True, help="auto, cpu, cuda, cuda:1, …")
 @click.option("--samples", "n_samples", type=click.IntRange(min=2), default=None, help=f"Number of DDRM samples C ≥ 2 (default {_PAPER.n_samples}; {QUICK_SAMPLES} with --quick).")
 @click.option("--steps", "n_steps", type=click.IntRange(min=1), default=None, help=f"DDRM steps (default {_PAPER.n_steps}; {QUICK_STEPS} with --quick).")
-@click.option("--gamma", type=click.FloatRange(min=0), default=0.02, show_default=True, help="Additive noise level γ: of the blur observation, and of the channel data (γ·max|y|).")
-@click.option("--size", type=click.IntRange(min=16), default=256, show_default=True, help="Grid side in pixels over the paper's field of view.")
+@click.option("--gamma", type=click.FloatRange(min=0), default=DEMO_GAMMA, show_default=True, help="Additive noise level γ: of the blur observation, and of the channel data (γ·max|y|).")
+@click.option("--size", type=click.IntRange(min=16), default=DEMO_SIZE, show_default=True, help="Grid side in pixels over the paper's field of view.")
 @click.option("--precision", type=click.Choice(PRECISION_NAMES), default=_RECONSTRUCTION.precision, show_default=True, help="Network precision (bf16/fp16 for GPUs).")
 @click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run in --out.")
-@click.option("--plane-wave-size", type=click.IntRange(min=16), default=96, show_default=True, help="Plane-wave panel: pixels along the depth of its grid (96: 64 × 96 unknowns of 0.15 mm).")
+@click.option("--plane-wave-size", type=click.IntRange(min=16), default=DEMO_PLANE_WAVE_SIZE, show_default=True, help="Plane-wave panel: pixels along the depth of its grid (96: 64 × 96 unknowns of 0.15 mm).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Decomposition cache of the plane-wave panel (default: $DRUS_CACHE or ~/.cache/drus, as drus reconstruct).")
 def demo(out_dir, quick, seed, prior, device, n_samples, n_steps, gamma, size, precision, overwrite, plane_wave_size,
          cache_dir) -> None:

@@ -1,4 +1,5 @@
-"""drus's own defaults where they differ from the paper, declared once (no heavy imports: the CLI reads them).
+"""drus's own defaults where they differ from the paper, and the demo's settings, declared once (no heavy
+imports: the CLI reads them).
 
 Each was chosen on simulations and the simulated PICMUS sets, never on EC/ER or in vivo data; how
 is in docs/realdata.md. ``drus reconstruct --paper`` and ``drus evaluate picmus --paper`` restore the
@@ -14,6 +15,11 @@ PRIOR_FRACTION = 0.6
 #: resolution cell of single-plane-wave DAS (its −6 dB width on the simulated set SR, 0.84 mm), rounded.
 POOL_WIDTH = 0.85e-3
 
-#: ``drus demo``'s speckle, noise and sampler seed: seeds from 1000 on are never used by the shipped prior's
+# --- drus demo (drus.pipelines.demo), declared here so that the CLI shows them without importing torch ---
+#: Its speckle, noise and sampler seed: seeds from 1000 on are never used by the shipped prior's
 #: training, whose synthetic images are seeded from 0 (held-out test images).
 DEMO_SEED = 1000
+#: Its noise level γ (the paper's lower level of Sect. III) and grid side over the paper's field of view.
+DEMO_GAMMA, DEMO_SIZE = 0.02, 256
+#: Its plane-wave panel's pixels along the depth (96: 64 × 96 unknowns of 0.15 mm).
+DEMO_PLANE_WAVE_SIZE = 96

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from drus.defaults import DEMO_SEED, PRIOR_FRACTION
+from drus.defaults import DEMO_GAMMA, DEMO_PLANE_WAVE_SIZE, DEMO_SEED, DEMO_SIZE, PRIOR_FRACTION
 from drus.sampling.config import ReconstructionConfig, SamplerConfig
 from drus.physics.beamform import MatchedFilterBeamformer, das, envelope, log_compress
 from drus.physics.geometry import ImageGrid, paper_grid, picmus_plane_wave, picmus_probe
@@ -107,12 +107,12 @@ def run_demo(
     *,
     config: ReconstructionConfig | None = None,
     seed: int = DEMO_SEED,
-    gamma: float = 0.02,
-    size: int = 256,
+    gamma: float = DEMO_GAMMA,
+    size: int = DEMO_SIZE,
     progress: bool = True,
     overwrite: bool = True,
     plane_wave: bool = True,
-    plane_wave_size: int = 96,
+    plane_wave_size: int = DEMO_PLANE_WAVE_SIZE,
     cache_dir=None,
     cache: bool = True,
 ) -> DemoResult:
@@ -235,10 +235,10 @@ def plane_wave_panel(
     *,
     model,
     sampler: SamplerConfig | None = None,
-    gamma: float = 0.02,
+    gamma: float = DEMO_GAMMA,
     seed: int = DEMO_SEED,
     device="cpu",
-    size: int = 96,
+    size: int = DEMO_PLANE_WAVE_SIZE,
     cache_dir=None,
     cache: bool = True,
     progress: bool = True,
