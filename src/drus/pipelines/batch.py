@@ -301,21 +301,18 @@ def _plan_file(path: Path, n_frames: int, config: BatchConfig) -> Geometry:
 
 
 def decompose_geometry(geometry: Geometry, config: BatchConfig, *, cache_dir=None, cache: bool = True,
-                       device: str = "cpu", threads: int | None = None) -> dict:
+                       device: str = "cpu") -> tuple[dict, dict]:
     """Decompose ``BH`` of ``geometry`` once (from the cache when it is there) and return it as arrays.
 
-    Returns a dict: ``key`` (the cache key), ``split``, ``floor``, ``threshold``, ``metadata`` and
-    ``blocks`` ``[(parity, singular_values float64 [n], vectors [n, m])]`` (numpy, CPU), the form that
-    travels through Ray's object store and that :func:`_operator_from_arrays` rebuilds the operator from;
-    ``source``: ``"computed"`` or ``"cache"``; ``seconds``; ``host``.
+    Returns ``(info, arrays)``. ``info``: ``key`` (the cache key), ``split``, ``source`` (``"computed"``
+    or ``"cache"``), ``seconds``, ``host``. ``arrays``: ``key``, ``split``, ``floor``, ``threshold``,
+    ``metadata`` and ``blocks`` ``[(parity, singular_values float64 [n], vectors [n, m])]`` (numpy, CPU),
+    the form that travels through Ray's object store and that :func:`_operator_from_arrays` rebuilds the
+    operator from.
     """
-    import torch
-
     from drus.datasets.acquisition import plan_decomposition, read_acquisition
     from drus.physics.decompose import decompose_bh
 
-    if threads:
-        torch.set_num_threads(int(threads))
     t0 = time.perf_counter()
     acq = geometry.apply(read_acquisition(geometry.source, angle=config.angle, frame=geometry.frame))
     bf = acq.beamformer(geometry.grid)
@@ -326,10 +323,11 @@ def decompose_geometry(geometry: Geometry, config: BatchConfig, *, cache_dir=Non
     sources = {b.get("source") for b in op.metadata.get("blocks", {}).values()}
     blocks = [(parity, np.asarray(b.singular_values, dtype=np.float64), b.vectors.detach().cpu().numpy())
               for parity, b in op.blocks.items()]
-    return {"key": op.metadata["key"], "split": split, "floor": op.floor, "threshold": op.threshold,
-            "metadata": json.loads(json.dumps(op.metadata, default=str)), "blocks": blocks,
-            "source": "computed" if "computed" in sources else "cache", "seconds": time.perf_counter() - t0,
-            "host": socket.gethostname()}
+    info = {"key": op.metadata["key"], "split": split, "source": "computed" if "computed" in sources else "cache",
+            "seconds": time.perf_counter() - t0, "host": socket.gethostname()}
+    arrays = {"key": op.metadata["key"], "split": split, "floor": op.floor, "threshold": op.threshold,
+              "metadata": json.loads(json.dumps(op.metadata, default=str)), "blocks": blocks}
+    return info, arrays
 
 
 def _operator_from_arrays(beamformer, arrays: dict, device):
@@ -393,6 +391,10 @@ class FrameWorker:
 
     def info(self) -> dict:
         return {"worker": self.name, "seconds_start": self.seconds_start, "device": str(self.device)}
+
+    def decompose(self, geometry: Geometry, *, cache_dir=None, cache: bool = True) -> tuple[dict, dict]:
+        """:func:`decompose_geometry` on this worker's device: one worker does it, once per geometry."""
+        return decompose_geometry(geometry, self.config, cache_dir=cache_dir, cache=cache, device=str(self.device))
 
     def _operator(self, geometry: Geometry, acquisition, arrays_ref):
         """``(beamformer, operator)`` of ``geometry``, built once per worker."""
@@ -671,6 +673,7 @@ def run_batch(
     bar = tqdm(total=len(tasks), initial=len(skipped), disable=not progress, desc="frames", dynamic_ncols=True)
     needed = {t.geometry for t in todo}
     started_ray = False
+    torch_threads = torch.get_num_threads()  # the local engine's worker sets them in this process; restored below
 
     def finish(task: FrameTask, record: dict) -> None:
         entry = entries[task.id]
@@ -693,22 +696,18 @@ def run_batch(
         if not todo:
             pass
         elif not use_ray:
-            from drus.device import resolve_device
-
-            dev = str(resolve_device(device))
+            t0 = time.perf_counter()
+            worker = FrameWorker(config, out, device=device, threads=threads)
+            timings["seconds_worker_start"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             arrays = {}
             for sig in needed:
                 try:
-                    arrays[sig] = decompose_geometry(geometries[sig], config, cache_dir=cache_dir, cache=cache,
-                                                     device=dev, threads=threads)
-                    record_geometry(sig, arrays[sig])
+                    info, arrays[sig] = worker.decompose(geometries[sig], cache_dir=cache_dir, cache=cache)
+                    record_geometry(sig, info)
                 except (ValueError, OSError) as exc:
                     arrays[sig] = _one_line(exc)
             timings["seconds_decomposition"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            worker = FrameWorker(config, out, device=dev, threads=threads)
-            timings["seconds_worker_start"] = time.perf_counter() - t0
             for task in todo:
                 if isinstance(arrays[task.geometry], str):
                     finish(task, {"status": "failed", "error": f"decomposition: {arrays[task.geometry]}",
@@ -728,29 +727,26 @@ def run_batch(
             per_gpu = 1 if gpus else 0
             worker_device = "cuda" if per_gpu else "cpu"
             t0 = time.perf_counter()
-            decompose = ray.remote(decompose_geometry)
-            refs = {sig: decompose.options(num_cpus=threads, num_gpus=per_gpu).remote(
-                geometries[sig], config, cache_dir=cache_dir, cache=cache, device=worker_device, threads=threads)
-                for sig in needed}
-            arrays_refs: dict = {}
-            for sig, ref in refs.items():  # each geometry once; its arrays stay in the object store
-                try:
-                    meta = ray.get(ref)
-                    arrays_refs[sig] = ref
-                    record_geometry(sig, meta)
-                    del meta
-                except Exception as exc:  # noqa: BLE001 - a geometry that cannot be decomposed fails its frames
-                    arrays_refs[sig] = _one_line(getattr(exc, "cause", None) or exc)
-            timings["seconds_decomposition"] = time.perf_counter() - t0
-            _save_manifest(manifest_path, manifest)
-            t0 = time.perf_counter()
             actor_cls = ray.remote(FrameWorker)
             make = lambda: actor_cls.options(num_cpus=threads, num_gpus=per_gpu).remote(  # noqa: E731
                 config, str(out), device=worker_device, threads=threads)
             actors = [make() for _ in range(min(n_workers, len(todo)))]
+            # each geometry decomposed once, by one worker (round robin); its arrays stay in the object store
+            refs = {sig: actors[i % len(actors)].decompose.options(num_returns=2).remote(
+                geometries[sig], cache_dir=cache_dir, cache=cache) for i, sig in enumerate(sorted(needed))}
             infos = ray.get([a.info.remote() for a in actors])
             timings["seconds_worker_start"] = time.perf_counter() - t0
             manifest["runs"][-1]["worker_start_seconds"] = [round(i["seconds_start"], 3) for i in infos]
+            t0 = time.perf_counter()
+            arrays_refs: dict = {}
+            for sig, (info_ref, arrays_ref) in refs.items():
+                try:
+                    record_geometry(sig, ray.get(info_ref))  # the small part; the arrays go to the workers
+                    arrays_refs[sig] = arrays_ref
+                except Exception as exc:  # noqa: BLE001 - a geometry that cannot be decomposed fails its frames
+                    arrays_refs[sig] = _one_line(getattr(exc, "cause", None) or exc)
+            timings["seconds_decomposition"] = time.perf_counter() - t0
+            _save_manifest(manifest_path, manifest)
             queue = list(todo)
             running: dict = {}
             restarts = 0
@@ -789,6 +785,7 @@ def run_batch(
                         frames_failed=len(failed), seconds_total=time.perf_counter() - t_run,
                         **{k: round(v, 3) for k, v in timings.items()})
         _save_manifest(manifest_path, manifest)
+        torch.set_num_threads(torch_threads)
         if started_ray:
             import ray
 
