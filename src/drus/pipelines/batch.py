@@ -72,6 +72,9 @@ MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
 #: File suffixes taken from a folder (channel data that :func:`drus.datasets.acquisition.read_acquisition` reads).
 ACQUISITION_SUFFIXES = (".h5", ".hdf5", ".uff", ".npz", ".mat")
+#: The manifest is rewritten at most this often while frames finish (and always at the end, or on Ctrl-C);
+#: a frame done but not yet recorded is simply run again by a rerun.
+MANIFEST_SAVE_SECONDS = 2.0
 #: Methods a batch runs (the ones with the decomposed BH).
 BATCH_METHODS = ("drus-mean", "drus-var")
 
@@ -632,6 +635,7 @@ def run_batch(
         except (ValueError, OSError) as exc:
             problems[f"{path.name}#*"] = _one_line(exc)
             continue
+        manifest["frames"].pop(f"{path.name}#*", None)  # readable now
         for k in selected:
             task_id = f"{path.name}#{k}"
             output = f"{path.stem}_f{k:04d}_{config.method}.hdf5"
@@ -675,14 +679,18 @@ def run_batch(
     started_ray = False
     torch_threads = torch.get_num_threads()  # the local engine's worker sets them in this process; restored below
 
+    last_save = [time.monotonic()]
+
     def finish(task: FrameTask, record: dict) -> None:
         entry = entries[task.id]
         entry["attempts"] = entry.get("attempts", 0) + 1
         entry.update({k: v for k, v in record.items() if k != "id"})
         (done if record["status"] == "done" else failed).append(task.id)
         if record["status"] != "done":
-            bar.write(f"{task.id}: failed: {record['error']}")
-        _save_manifest(manifest_path, manifest)
+            (bar.write if progress else say)(f"{task.id}: failed: {record['error']}")
+        if time.monotonic() - last_save[0] >= MANIFEST_SAVE_SECONDS:  # a long batch rewrites it every few seconds
+            _save_manifest(manifest_path, manifest)
+            last_save[0] = time.monotonic()
         bar.update(1)
 
     def record_geometry(sig: str, arrays: dict) -> None:
@@ -726,6 +734,10 @@ def run_batch(
                 manifest["runs"][-1]["workers"] = n_workers
             per_gpu = 1 if gpus else 0
             worker_device = "cuda" if per_gpu else "cpu"
+            if per_gpu and n_workers > gpus:  # one GPU per worker: more workers would wait for a GPU forever
+                say(f"{n_workers} workers asked for but the cluster has {gpus} GPU(s): {gpus} worker(s), one GPU each")
+                n_workers = gpus
+                manifest["runs"][-1]["workers"] = n_workers
             t0 = time.perf_counter()
             actor_cls = ray.remote(FrameWorker)
             make = lambda: actor_cls.options(num_cpus=threads, num_gpus=per_gpu).remote(  # noqa: E731
