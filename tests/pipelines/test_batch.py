@@ -211,3 +211,19 @@ def test_ray_batch_resumes_after_an_output_is_deleted(batch, scans):
     changed = dataclasses.replace(scans["config"], run_seed=8)
     with pytest.raises(ValueError, match="another configuration.*run_seed"):
         run_batch(scans["data"], config=changed, out_dir=out, engine="local", device="cpu", progress=False)
+
+
+def test_cli_batch_reports_a_failed_frame_with_exit_code_1(scans, alone, tmp_path):
+    """In-process (no --workers): the good frame is written, the corrupt one named, exit code 1; das is refused."""
+    from click.testing import CliRunner
+
+    from drus.cli import main
+
+    common = ["--method", "drus-var", *CLI_RANGES, "--samples", "2", "--steps", "3", "--prior", str(scans["prior"]),
+              "--threads", "1", "--device", "cpu", "--cache-dir", str(scans["root"] / "cache-alone")]
+    result = CliRunner().invoke(main, ["reconstruct", str(scans["data"] / "bad.h5"), *common, "--out", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    assert "1 frame(s) done, 1 failed" in result.output and "bad.h5#1" in result.output
+    assert (tmp_path / "bad_f0000_drus-var.hdf5").exists() and not (tmp_path / "bad_f0001_drus-var.hdf5").exists()
+    das = CliRunner().invoke(main, ["reconstruct", str(scans["data"]), "--method", "das", "--out", str(tmp_path / "d")])
+    assert das.exit_code == 2 and "many frames run drus-mean or drus-var" in das.output
