@@ -77,3 +77,11 @@ def test_verasonics_frames_4d_and_numbered(tmp_path):
             np.testing.assert_allclose(read_acquisition(path, frame=k).channel_data, expected, atol=1e-4)
     with pytest.raises(DataFileError, match="holds 3 frame"):
         read_acquisition(numbered, frame=5)
+
+
+def test_the_shared_single_frame_files_have_one_frame(reference_data):
+    for path in (reference_data / "gammex" / "RFdata1.mat", reference_data / "fieldii" / "rf_dataset.hdf5"):
+        assert count_frames(path) == 1
+        np.testing.assert_array_equal(read_acquisition(path, frame=0).channel_data, read_acquisition(path).channel_data)
+        with pytest.raises(DataFileError, match="holds 1 frame"):
+            read_acquisition(path, frame=1)
