@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import click
 
@@ -328,8 +329,71 @@ def evaluate_picmus_command(sets, unknown_size, n_samples, n_steps, threshold, c
     click.echo(f"\nwrote {out_dir}/: {', '.join(f'{n}.hdf5' for n in names)}, {', '.join(TABLE_FILES)}")
 
 
+def _batch_options(command):
+    """Many frames (drus.pipelines.batch): the options, and the dispatch to the batch when OBSERVATION is a
+    folder, a glob or a multi-frame file (or --workers/--address/--frames is given); else the command as it is."""
+    import functools
+
+    @functools.wraps(command)
+    def dispatch(*, workers, address, frames, **params):
+        from drus.pipelines.batch import is_batch_input
+
+        observation = params["observation"]
+        if is_batch_input(observation) or workers or address or frames:
+            return _reconstruct_batch(workers=workers, address=address, frames=frames, **params)
+        if not Path(observation).is_file():
+            raise click.BadParameter(f"{observation}: no such file, folder or matching pattern", param_hint="'OBSERVATION'")
+        return command(**params)
+
+    for option in reversed((
+        click.option("--workers", type=click.IntRange(min=1), default=None, help="Many frames: Ray workers (a local Ray "
+                     "instance unless --address; one GPU each where there are GPUs; pip install 'drus[cluster]'). "
+                     "Default: one per GPU, else 1 (frames run here, one after another)."),
+        click.option("--address", default=None, help="Many frames: join this Ray cluster ('auto' or ray://HOST:10001) "
+                     "instead of starting one here; drus must be installed on its nodes."),
+        click.option("--frames", default=None, help="Many frames: the frames of each file to run, 0-based, e.g. '0,3' or "
+                     "'10:20' (end excluded); default all. OBSERVATION may be a folder, a glob ('scans/*.uff') or a "
+                     "multi-frame file; --seed is the run seed each frame's seed is derived from."),
+    )):
+        dispatch = option(dispatch)
+    return dispatch
+
+
+def _reconstruct_batch(*, observation, method, workers, address, frames, angle, x_range, z_range, grid_size, sigma0,
+                       n_samples, n_steps, threshold, compute_dtype, prior, out_dir, cache_dir, no_cache, device,
+                       seed, threads, overwrite, prior_fraction, paper, eta, eta_b, dataset=None, phantom=None,
+                       layout=None, **_unused) -> None:
+    """``drus reconstruct`` on many frames: every frame a task (drus.pipelines.batch), one HDF5 each, a manifest."""
+    import math
+
+    from drus.pipelines.batch import BATCH_METHODS, BatchConfig, parse_frames, run_batch
+
+    if method not in BATCH_METHODS:
+        raise click.BadParameter(f"many frames run {' or '.join(BATCH_METHODS)}, not {method}", param_hint="--method")
+    for name, value in (("--dataset", dataset), ("--phantom", phantom), ("--layout", layout)):
+        if value:
+            raise click.BadParameter("applies to a single PICMUS observation, not to many frames", param_hint=name)
+    sampler = _sampler_config(paper=paper, n_samples=n_samples, n_steps=n_steps, seed=seed, eta=eta, eta_b=eta_b,
+                              prior_fraction=prior_fraction)
+    config = BatchConfig(method=method, sampler=sampler, run_seed=seed, threshold=threshold, compute_dtype=compute_dtype,
+                         angle=None if angle is None else math.radians(angle),
+                         x_range=None if not x_range else (x_range[0] * 1e-3, x_range[1] * 1e-3),
+                         z_range=None if not z_range else (z_range[0] * 1e-3, z_range[1] * 1e-3),
+                         size=grid_size, sigma0=sigma0, prior=prior)
+    res = run_batch(observation, config=config, out_dir=out_dir, workers=workers, address=address,
+                    frames=parse_frames(frames), device=device, threads=threads, cache_dir=cache_dir,
+                    cache=not no_cache, overwrite=overwrite, report=click.echo)
+    click.echo(f"{len(res.done)} frame(s) done, {len(res.failed)} failed, {len(res.skipped)} done earlier; "
+               f"manifest {res.manifest_path}")
+    if res.failed:
+        click.echo(f"failed: {', '.join(res.failed[:8])}{' …' if len(res.failed) > 8 else ''} (errors in the "
+                   "manifest; rerun the same command to retry them)", err=True)
+        click.get_current_context().exit(1)
+
+
 @main.command("reconstruct")
-@click.argument("observation", type=click.Path(exists=True, dir_okay=False))
+@_batch_options
+@click.argument("observation", type=click.Path())
 @click.option("--method", type=click.Choice(RECONSTRUCT_METHODS), required=True, help="das: B-mode of By; deno-mean: DENO on the By image; drus-mean/drus-var: DRUS with the decomposed BH.")
 @click.option("--dataset", type=click.Choice(_PICMUS_NAMES), default=None, help="PICMUS set for σ0, the By scale and extra ROIs; default: inferred from the file name when it matches.")
 @click.option("--sigma0", type=float, default=None, help="Noise std of the observation (By units; max-normalised image for deno-mean). Overrides the dataset's.")

@@ -28,6 +28,12 @@ The minimal layout is the one to write from any scanner or simulator::
     f0             scalar, optional         pulse-echo centre frequency, Hz
     bandwidth      scalar, optional         pulse-echo fractional −6 dB bandwidth (e.g. 0.67)
 
+Frames (cine loops, :func:`count_frames`; ``read_acquisition(path, frame=k)`` reads frame ``k``, 0-based, and
+only it): the minimal layout with ``channel_data [n_frames, n_samples, n_elements]`` (the other keys shared;
+:func:`write_acquisition` of a list of acquisitions), a UFF whose ``data/real`` is 4-D (USTB's frame axis), a
+Verasonics-style ``.mat`` with a 4-D ``RF1 (n_samples, n_elements, n_tx, n_frames)`` or variables ``RF1, RF2, …``
+(with ``param1`` or ``param1, param2, …``), and a Field II file's ``frame_<f>`` groups.
+
 Time conventions: inside drus (:class:`drus.physics.geometry.PlaneWave`, :attr:`Acquisition.t0`) time 0 is the
 moment the wavefront passes the origin ``x = z = 0``; scanners count from the first element's firing.
 The two differ by :func:`drus.physics.forward.first_firing_time` (``(aperture/2)·|sin θ|/c`` for a centred
@@ -80,6 +86,7 @@ __all__ = [
     "Acquisition",
     "MINIMAL_LAYOUT",
     "read_acquisition",
+    "count_frames",
     "read_minimal_acquisition",
     "write_acquisition",
     "default_grid",
@@ -100,7 +107,7 @@ PathLike = str | os.PathLike
 
 #: Keys of the minimal layout: name → (required, meaning).
 MINIMAL_LAYOUT = {
-    "channel_data": (True, "[n_samples, n_elements] RF samples of one transmit"),
+    "channel_data": (True, "[n_samples, n_elements] RF samples of one transmit ([n_frames, n_samples, n_elements] for a cine loop)"),
     "element_x": (True, "[n_elements] lateral element positions in m, increasing"),
     "fs": (True, "sampling frequency in Hz"),
     "c": (True, "speed of sound in m/s"),
@@ -320,8 +327,15 @@ def _scalar_value(arr, path, name: str, *, unit: str, positive: bool) -> float:
     return v
 
 
-def read_minimal_acquisition(path: PathLike) -> Acquisition:
+def _minimal_frames(values_shape: tuple[int, ...]) -> int:
+    return int(values_shape[0]) if len(values_shape) == 3 else 1
+
+
+def read_minimal_acquisition(path: PathLike, *, frame: int = 0) -> Acquisition:
     """Read the minimal layout (:data:`MINIMAL_LAYOUT`) from ``.h5``/``.hdf5`` or ``.npz``.
+
+    ``frame``: which frame of a 3-D ``channel_data [n_frames, n_samples, n_elements]`` (0-based; an
+    HDF5 file is read one frame at a time, and NaN/inf are checked in that frame only).
 
     Raises
     ------
@@ -336,17 +350,34 @@ def read_minimal_acquisition(path: PathLike) -> Acquisition:
                 values = {k: np.asarray(z[k]) for k in z.files}
         except Exception as err:  # noqa: BLE001 - numpy raises several types for non-npz input
             raise DataFileError(p, "<file>", f"is not a readable .npz archive ({err})") from err
+        raw_shape = values["channel_data"].shape if "channel_data" in values else ()
+        n_frames = _minimal_frames(raw_shape)
     else:
         if not h5py.is_hdf5(p):
             raise DataFileError(p, "<file>", "is neither HDF5 nor .npz; write the minimal layout with drus.datasets.acquisition.write_acquisition")
         with h5py.File(p, "r") as f:
+            n_frames, raw_shape = 1, ()
             for key in MINIMAL_LAYOUT:
+                if key == "channel_data" and isinstance(f.get(key), h5py.Dataset) and f[key].ndim == 3:
+                    raw_shape = f[key].shape
+                    n_frames = _minimal_frames(raw_shape)
+                    if isinstance(frame, (int, np.integer)) and 0 <= frame < n_frames:
+                        values[key] = np.asarray(f[key][frame])[None]  # this frame only
+                        continue
                 if key in f:
                     values[key] = _h5_array(f, key, p, expected=MINIMAL_LAYOUT[key][1])
     for key, (required, meaning) in MINIMAL_LAYOUT.items():
         if required and key not in values:
             raise DataFileError(p, key, f"is missing; expected {meaning} (see drus.datasets.acquisition.MINIMAL_LAYOUT)")
+    n_x = np.asarray(values["element_x"]).size
+    if len(raw_shape) == 3 and raw_shape[2] != n_x:
+        raise DataFileError(p, "channel_data", f"has shape {tuple(raw_shape)}; expected [n_samples, n_elements] of one transmit, "
+                                               f"or [n_frames, n_samples, n_elements] with n_elements = {n_x} (element_x)")
+    if not (isinstance(frame, (int, np.integer)) and 0 <= frame < n_frames):
+        raise DataFileError(p, "channel_data", f"holds {n_frames} frame(s); frame {frame!r} asked for (0-based)")
     y = values["channel_data"]
+    if y.ndim == 3:
+        y = y[frame if y.shape[0] == n_frames else 0]
     if y.ndim != 2 or min(y.shape) < 2:
         raise DataFileError(p, "channel_data", f"has shape {y.shape}; expected [n_samples, n_elements] of one transmit")
     if np.iscomplexobj(y) or not np.issubdtype(y.dtype, np.number):
@@ -379,10 +410,26 @@ def read_minimal_acquisition(path: PathLike) -> Acquisition:
                        source=str(p), transmit="1 of 1")
 
 
-def write_acquisition(path: PathLike, acquisition: Acquisition) -> Path:
-    """Write ``acquisition`` in the minimal layout (``.npz``, else HDF5), read back by :func:`read_acquisition`."""
-    acq = acquisition
-    data = {"channel_data": acq.channel_data, "element_x": acq.element_x, "fs": acq.sampling_frequency,
+def write_acquisition(path: PathLike, acquisition) -> Path:
+    """Write ``acquisition`` in the minimal layout (``.npz``, else HDF5), read back by :func:`read_acquisition`.
+
+    ``acquisition``: one :class:`Acquisition`, or a sequence of them (frames of a cine loop with the same
+    element positions, fs, c, t0, angle and pulse), written as ``channel_data [n_frames, n_samples, n_elements]``.
+    """
+    frames = [acquisition] if isinstance(acquisition, Acquisition) else list(acquisition)
+    if not frames or not all(isinstance(a, Acquisition) for a in frames):
+        raise TypeError(f"acquisition must be an Acquisition or a non-empty sequence of them, got {type(acquisition).__name__}")
+    acq = frames[0]
+    for i, other in enumerate(frames[1:], start=1):
+        same = (other.channel_data.shape == acq.channel_data.shape and np.array_equal(other.element_x, acq.element_x)
+                and (other.sampling_frequency, other.sound_speed, other.t0, other.angle, other.center_frequency,
+                     other.bandwidth) == (acq.sampling_frequency, acq.sound_speed, acq.t0, acq.angle,
+                                          acq.center_frequency, acq.bandwidth))
+        if not same:
+            raise ValueError(f"frame {i} differs from frame 0 in shape or acquisition parameters; the minimal layout "
+                             "stores one set of parameters per file (write such frames to separate files)")
+    channel_data = acq.channel_data if len(frames) == 1 else np.stack([a.channel_data for a in frames])
+    data = {"channel_data": channel_data, "element_x": acq.element_x, "fs": acq.sampling_frequency,
             "c": acq.sound_speed, "t0": acq.t0_first_firing, "angle": acq.angle}
     if acq.center_frequency is not None:
         data["f0"] = acq.center_frequency
@@ -434,7 +481,57 @@ def _verasonics_t0(path: Path) -> float | None:
     return None
 
 
-def read_acquisition(path: PathLike, *, angle: float | None = None) -> Acquisition:
+def _file_kind(p: Path) -> str:
+    """``"minimal"``, ``"ustb"``, ``"fieldii"`` or ``"verasonics"`` from the content (DataFileError otherwise)."""
+    suffix = p.suffix.lower()
+    if suffix == ".npz":
+        return "minimal"
+    if h5py.is_hdf5(p) and suffix != ".mat":
+        with h5py.File(p, "r") as f:
+            kind = ("minimal" if "channel_data" in f else "ustb" if USTB_DATASET in f
+                    else "fieldii" if "data/rf_data" in f else None)
+            top = sorted(f.keys())
+        if kind is None:
+            raise DataFileError(
+                p, "channel_data", f"is missing, and so are '{USTB_DATASET}' (PICMUS/USTB) and 'data/rf_data' (Field II); "
+                f"the file holds {top}. Write the minimal layout (drus.datasets.acquisition.MINIMAL_LAYOUT) or a UFF file")
+        return kind
+    with _MatFile(p) as mat:
+        keys = mat.keys()
+    if "RF1" not in keys:
+        raise DataFileError(p, "RF1", f"is missing; expected Verasonics-style RF1 (n_samples, n_elements, n_tx) and "
+                                      f"param1 (fs, c, pitch, TXangle); the file holds {keys}")
+    return "verasonics"
+
+
+def count_frames(path: PathLike) -> int:
+    """Number of frames (acquisitions of the same geometry, e.g. a cine loop) in a channel-data file.
+
+    Reads the shapes only (module docstring, "Frames"); ``read_acquisition(path, frame=k)`` reads frame ``k``.
+    """
+    from drus.datasets.io import fieldii_frame_count, ustb_frame_count, verasonics_frame_count
+
+    p = _existing(path)
+    kind = _file_kind(p)
+    if kind == "ustb":
+        return ustb_frame_count(p)
+    if kind == "fieldii":
+        return fieldii_frame_count(p)
+    if kind == "verasonics":
+        return verasonics_frame_count(p)
+    if p.suffix.lower() == ".npz":
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                shape = z["channel_data"].shape if "channel_data" in z.files else ()
+        except Exception as err:  # noqa: BLE001 - numpy raises several types for non-npz input
+            raise DataFileError(p, "<file>", f"is not a readable .npz archive ({err})") from err
+    else:
+        with h5py.File(p, "r") as f:
+            shape = f["channel_data"].shape
+    return _minimal_frames(tuple(shape))
+
+
+def read_acquisition(path: PathLike, *, angle: float | None = None, frame: int = 0) -> Acquisition:
     """Read one plane-wave transmit from any supported file (module docstring).
 
     Parameters
@@ -443,6 +540,9 @@ def read_acquisition(path: PathLike, *, angle: float | None = None) -> Acquisiti
         PICMUS/USTB UFF HDF5, Verasonics-style ``.mat``, Field II HDF5, or the minimal layout.
     angle : float, optional
         Steering angle in rad of the transmit to use (within 0.01°); default: the one nearest 0°.
+    frame : int
+        Which frame of a multi-frame file (0-based; :func:`count_frames`). Only that frame is read
+        where the format allows it.
 
     Returns
     -------
@@ -458,36 +558,25 @@ def read_acquisition(path: PathLike, *, angle: float | None = None) -> Acquisiti
         Not a supported layout, or a field missing / malformed (a one-line message naming file and field).
     """
     p = _existing(path)
-    suffix = p.suffix.lower()
-    if suffix == ".npz":
-        acq = read_minimal_acquisition(p)
-    elif h5py.is_hdf5(p) and suffix != ".mat":
-        with h5py.File(p, "r") as f:
-            kind = ("minimal" if "channel_data" in f else "ustb" if USTB_DATASET in f
-                    else "fieldii" if "data/rf_data" in f else None)
-            top = sorted(f.keys())
-        if kind is None:
-            raise DataFileError(
-                p, "channel_data", f"is missing, and so are '{USTB_DATASET}' (PICMUS/USTB) and 'data/rf_data' (Field II); "
-                f"the file holds {top}. Write the minimal layout (drus.datasets.acquisition.MINIMAL_LAYOUT) or a UFF file")
-        if kind == "minimal":
-            acq = read_minimal_acquisition(p)
-        elif kind == "ustb":
-            cd = read_ustb_channel_data(p)
-            acq = Acquisition.from_channel_data(cd, _pick_transmit(cd, angle, p))
-        else:
-            cd = read_fieldii_dataset(p)
-            spectrum = _fieldii_spectrum(p)
-            f0, bw = spectrum if spectrum is not None else (None, None)
-            acq = Acquisition.from_channel_data(cd, _pick_transmit(cd, angle, p), center_frequency=f0, bandwidth=bw,
-                                                spectrum_source="Field II excitation ∗ impulse response²")
+    if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or frame < 0:
+        raise ValueError(f"frame must be an integer ≥ 0 (0-based), got {frame!r}")
+    kind = _file_kind(p)
+    if kind == "minimal":
+        acq = read_minimal_acquisition(p, frame=frame)
+    elif kind == "ustb":
+        cd = read_ustb_channel_data(p, frame=frame)
+        acq = Acquisition.from_channel_data(cd, _pick_transmit(cd, angle, p))
+    elif kind == "fieldii":
+        n = count_frames(p)
+        if frame >= n:
+            raise DataFileError(p, "data/rf_data", f"holds {n} frame(s); frame {frame} asked for (0-based)")
+        cd = read_fieldii_dataset(p, frame=frame + 1)  # stored 1-based
+        spectrum = _fieldii_spectrum(p)
+        f0, bw = spectrum if spectrum is not None else (None, None)
+        acq = Acquisition.from_channel_data(cd, _pick_transmit(cd, angle, p), center_frequency=f0, bandwidth=bw,
+                                            spectrum_source="Field II excitation ∗ impulse response²")
     else:  # a MATLAB file (v5 or v7.3): Verasonics-style RF1 + param1
-        with _MatFile(p) as mat:
-            keys = mat.keys()
-        if "RF1" not in keys:
-            raise DataFileError(p, "RF1", f"is missing; expected Verasonics-style RF1 (n_samples, n_elements, n_tx) and "
-                                          f"param1 (fs, c, pitch, TXangle); the file holds {keys}")
-        cd = read_gammex(p)
+        cd = read_gammex(p, frame=frame)
         t0_first = _verasonics_t0(p)
         if t0_first:  # read_gammex assumes sample 0 at the first firing; shift by the file's t0
             cd = dataclasses.replace(cd, initial_time=cd.initial_time + t0_first)
@@ -804,6 +893,7 @@ def reconstruct_acquisition(
     cache: bool = True,
     device="cpu",
     split: str | None = None,
+    operator=None,
     report=None,
     progress: bool = True,
 ) -> AcquisitionReconstruction:
@@ -817,7 +907,9 @@ def reconstruct_acquisition(
     pooled DRUSvar.
 
     ``split``: the split :func:`plan_decomposition` settled (run it first to get the cost checks);
-    ``None`` plans here. ``report`` receives the lines ``drus reconstruct`` prints.
+    ``None`` plans here. ``operator``: the decomposed ``BH`` of this beamformer when it is already at hand
+    (the frames of a batch share one, :mod:`drus.pipelines.batch`); then nothing is planned or decomposed.
+    ``report`` receives the lines ``drus reconstruct`` prints.
     """
     from drus.physics.beamform import das
     from drus.sampling.config import SamplerConfig
@@ -828,15 +920,18 @@ def reconstruct_acquisition(
 
     acq, bf = acquisition.with_spectrum(), beamformer
     sampler = SamplerConfig.drus() if sampler is None else sampler
-    if split is None:
+    if operator is not None:
+        split = operator.metadata.get("split", split or "")
+    elif split is None:
         split = plan_decomposition(bf, compute_dtype=compute_dtype, threshold=threshold, cache_dir=cache_dir,
                                    cache=cache, report=report)
     by = bf.beamform(acq.channel_data)
     das_image = das(acq.channel_data, probe=bf.model.probe, waves=bf.model.wave, grid=bf.grid)
     attrs = {"angle_deg": float(np.degrees(acq.angle)), "center_frequency": float(acq.center_frequency),
              "bandwidth": float(acq.bandwidth), "pulse_source": acq.spectrum_source or "file", "transmit": acq.transmit}
-    op = decompose_bh(bf, threshold=threshold, compute_dtype=compute_dtype, cache_dir=cache_dir, cache=cache,
-                      device=device, split=split, progress=progress)
+    op = operator if operator is not None else decompose_bh(
+        bf, threshold=threshold, compute_dtype=compute_dtype, cache_dir=cache_dir, cache=cache, device=device,
+        split=split, progress=progress)
     if sigma0 is None:
         sigma0, source = estimate_sigma0(op, by)
         _say(report, f"σ0 = {sigma0:.4g} (estimated from the data: {source})")

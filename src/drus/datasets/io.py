@@ -61,6 +61,9 @@ __all__ = [
     "read_mat_image",
     "read_gammex",
     "read_fieldii_dataset",
+    "ustb_frame_count",
+    "verasonics_frame_count",
+    "fieldii_frame_count",
     "save_images_hdf5",
     "load_images_hdf5",
 ]
@@ -191,6 +194,17 @@ class _MatFile:
     def _missing(self, key: str, expected: str) -> DataFileError:
         return DataFileError(self.path, key, f"is missing; expected {expected}; the file holds {self.keys()}")
 
+    def shape(self, key: str) -> tuple[int, ...]:
+        """MATLAB shape of variable ``key`` without reading it (v5: :func:`scipy.io.whosmat`)."""
+        if self._h5 is not None:
+            obj = self._h5.get(key)
+            if not isinstance(obj, h5py.Dataset):
+                raise self._missing(key, "a numeric array")
+            return tuple(int(n) for n in obj.shape[::-1])
+        if key not in self._v5:
+            raise self._missing(key, "a numeric array")
+        return tuple(int(n) for n in np.shape(self._v5[key]))
+
     def variable(self, key: str, *, expected: str) -> np.ndarray:
         """A numeric variable in MATLAB's shape (h5py's reversed axes are restored)."""
         if self._h5 is not None:
@@ -232,14 +246,48 @@ class _MatFile:
 # --------------------------------------------------------------------------------------------------
 # PICMUS / USTB channel data
 # --------------------------------------------------------------------------------------------------
-def read_ustb_channel_data(path: PathLike, *, dataset: str = USTB_DATASET) -> ChannelData:
+def _ustb_frames(group: h5py.Group, path: Path, g: str) -> int:
+    """Frames of a USTB dataset group: the leading axis of a 4-D ``data/real``, else 1."""
+    real = group.get("data/real")
+    if not isinstance(real, h5py.Dataset):
+        raise DataFileError(path, f"{g}/data/real", "is missing; expected (n_tx, n_elements, n_samples) samples")
+    return int(real.shape[0]) if real.ndim == 4 else 1
+
+
+def _ustb_frame_array(group: h5py.Group, name: str, path: Path, frame: int) -> np.ndarray:
+    """``group[name]``, or only its ``frame`` when it is 4-D (a cine loop is not read whole)."""
+    obj = group.get(name)
+    if isinstance(obj, h5py.Dataset) and obj.ndim == 4:
+        arr = np.asarray(obj[frame])
+        if arr.dtype.names and {"real", "imag"} <= set(arr.dtype.names):
+            arr = arr["real"] + 1j * arr["imag"]
+        if not np.issubdtype(arr.dtype, np.number):
+            raise DataFileError(path, f"{group.name.strip('/')}/{name}", f"has non-numeric dtype {arr.dtype}")
+        return arr
+    return _h5_array(group, name, path, expected="(n_tx, n_elements, n_samples) samples")
+
+
+def ustb_frame_count(path: PathLike, *, dataset: str = USTB_DATASET) -> int:
+    """Number of frames in a PICMUS / USTB file (the leading axis of a 4-D ``data/real``; else 1)."""
+    p = _existing(path)
+    with _open_hdf5(p) as f:
+        group = f.get(dataset)
+        if not isinstance(group, h5py.Group):
+            raise DataFileError(p, dataset, f"is missing; expected the dataset group (top level holds {sorted(f.keys())})")
+        return _ustb_frames(group, p, dataset.strip("/"))
+
+
+def read_ustb_channel_data(path: PathLike, *, dataset: str = USTB_DATASET, frame: int = 0) -> ChannelData:
     """Read plane-wave channel data in the PICMUS / USTB HDF5 layout.
 
     Layout of group ``dataset`` (shapes as h5py shows them, i.e. MATLAB's reversed):
 
     ====================================  ===========================================================
     ``data/real``, ``data/imag``          ``(n_tx, n_elements, n_samples)``; no ``imag`` = RF data.
-                                          ``(n_elements, n_samples)`` is read as one transmit.
+                                          ``(n_elements, n_samples)`` is read as one transmit;
+                                          ``(n_frames, n_tx, n_elements, n_samples)`` (USTB's
+                                          4th dimension, frames of a cine loop): only ``frame``
+                                          is read (:func:`ustb_frame_count`).
     ``angles``                            ``n_tx`` steering angles, rad
     ``sampling_frequency``                Hz
     ``modulation_frequency``              Hz (0 for RF); may be absent for RF data
@@ -255,6 +303,8 @@ def read_ustb_channel_data(path: PathLike, *, dataset: str = USTB_DATASET) -> Ch
         The ``.hdf5`` file.
     dataset : str
         HDF5 group of the dataset.
+    frame : int
+        Which frame of a 4-D ``data/real`` to read (0-based); a 3-D or 2-D one has the single frame 0.
 
     Returns
     -------
@@ -279,7 +329,10 @@ def read_ustb_channel_data(path: PathLike, *, dataset: str = USTB_DATASET) -> Ch
             found = sorted(f.keys())
             raise DataFileError(p, dataset, f"is missing; expected the dataset group (top level holds {found})")
         g = dataset.strip("/")
-        real = _h5_array(group, "data/real", p, expected="(n_tx, n_elements, n_samples) samples")
+        n_frames = _ustb_frames(group, p, g)
+        if not (isinstance(frame, (int, np.integer)) and 0 <= frame < n_frames):
+            raise DataFileError(p, f"{g}/data/real", f"holds {n_frames} frame(s); frame {frame!r} asked for (0-based)")
+        real = _ustb_frame_array(group, "data/real", p, frame)
         has_imag = "data/imag" in group
         if real.ndim == 2:
             real = real[None]
@@ -293,7 +346,7 @@ def read_ustb_channel_data(path: PathLike, *, dataset: str = USTB_DATASET) -> Ch
         data = real.astype(np.float32, copy=False)
         _finite(data, p, f"{g}/data/real")
         if has_imag:
-            imag = _h5_array(group, "data/imag", p, expected=f"the shape of data/real {real.shape}")
+            imag = _ustb_frame_array(group, "data/imag", p, frame)
             if imag.ndim == 2:
                 imag = imag[None]
             if imag.shape != real.shape:
@@ -604,7 +657,23 @@ def _linear_positions(n_elements: int, pitch: float) -> np.ndarray:
     return positions
 
 
-def read_gammex(path: PathLike, *, pulse_lag: float = 0.0) -> ChannelData:
+def verasonics_frame_count(path: PathLike) -> int:
+    """Number of frames in a Verasonics-style ``.mat`` (:func:`read_gammex`): the 4th axis of a 4-D
+    ``RF1 (n_samples, n_elements, n_tx, n_frames)``, else the run ``RF1, RF2, …`` of variables (1 for ``RF1`` alone)."""
+    with _MatFile(path) as mat:
+        keys = set(mat.keys())
+        if "RF1" not in keys:
+            raise mat._missing("RF1", "(n_samples, n_elements, n_tx) samples")
+        shape = mat.shape("RF1")
+    if len(shape) == 4:
+        return int(shape[3])
+    n = 1
+    while f"RF{n + 1}" in keys:
+        n += 1
+    return n
+
+
+def read_gammex(path: PathLike, *, pulse_lag: float = 0.0, frame: int = 0) -> ChannelData:
     """Read the Verasonics Gammex 403GS acquisition ``gammex/RFdata1.mat``.
 
     The file holds ``RF1`` ``uint8 (n_samples, n_elements, n_tx)`` (MATLAB shape; 2688 × 128 × 7)
@@ -634,6 +703,10 @@ def read_gammex(path: PathLike, *, pulse_lag: float = 0.0) -> ChannelData:
     pulse_lag : float
         Time in s from the first element firing to the first sample's reference, subtracted from
         every ``initial_time``.
+    frame : int
+        Which frame to read (0-based; :func:`verasonics_frame_count`): of a 4-D
+        ``RF1 (n_samples, n_elements, n_tx, n_frames)``, or the variable ``RF<frame + 1>`` with
+        ``param<frame + 1>`` (``param1`` when the file has only that). The 8-bit mean is the frame's.
 
     Returns
     -------
@@ -641,28 +714,36 @@ def read_gammex(path: PathLike, *, pulse_lag: float = 0.0) -> ChannelData:
         ``data`` ``float32 [n_tx, n_samples, n_elements]``, RF (modulation 0).
     """
     lag = _finite_scalar("pulse_lag", pulse_lag)
+    n_frames = verasonics_frame_count(path)
+    if not (isinstance(frame, (int, np.integer)) and 0 <= frame < n_frames):
+        raise DataFileError(path, "RF1", f"holds {n_frames} frame(s); frame {frame!r} asked for (0-based)")
     with _MatFile(path) as mat:
         p = mat.path
-        rf = mat.variable("RF1", expected="(n_samples, n_elements, n_tx) samples")
-        fs = _scalar(mat.struct_field("param1", "fs", expected="a scalar (Hz)"), p, "param1.fs", unit="Hz")
-        c = _scalar(mat.struct_field("param1", "c", expected="a scalar (m/s)"), p, "param1.c", unit="m/s")
-        pitch = _scalar(mat.struct_field("param1", "pitch", expected="a scalar (m)"), p, "param1.pitch", unit="m")
-        angles = mat.struct_field("param1", "TXangle", expected="steering angles (rad)").astype(np.float64).reshape(-1)
+        four_d = len(mat.shape("RF1")) == 4
+        rf_key = "RF1" if four_d else f"RF{frame + 1}"
+        par = f"param{frame + 1}" if not four_d and f"param{frame + 1}" in mat.keys() else "param1"
+        rf = mat.variable(rf_key, expected="(n_samples, n_elements, n_tx) samples")
+        if four_d:
+            rf = rf[..., frame]
+        fs = _scalar(mat.struct_field(par, "fs", expected="a scalar (Hz)"), p, f"{par}.fs", unit="Hz")
+        c = _scalar(mat.struct_field(par, "c", expected="a scalar (m/s)"), p, f"{par}.c", unit="m/s")
+        pitch = _scalar(mat.struct_field(par, "pitch", expected="a scalar (m)"), p, f"{par}.pitch", unit="m")
+        angles = mat.struct_field(par, "TXangle", expected="steering angles (rad)").astype(np.float64).reshape(-1)
     if rf.ndim == 2:
         rf = rf[:, :, None]
     if rf.ndim != 3:
-        raise DataFileError(p, "RF1", f"has shape {rf.shape}; expected (n_samples, n_elements, n_tx)")
+        raise DataFileError(p, rf_key, f"has shape {rf.shape}; expected (n_samples, n_elements, n_tx)")
     if rf.shape[2] != angles.size:
         raise DataFileError(
-            p, "param1.TXangle", f"has {angles.size} angles; expected n_tx = {rf.shape[2]} (third axis of RF1)"
+            p, f"{par}.TXangle", f"has {angles.size} angles; expected n_tx = {rf.shape[2]} (third axis of {rf_key})"
         )
-    _finite(angles, p, "param1.TXangle")
+    _finite(angles, p, f"{par}.TXangle")
     if np.any(np.abs(angles) >= np.pi / 2):
-        raise DataFileError(p, "param1.TXangle", f"holds {angles}; expected radians in (-pi/2, pi/2)")
+        raise DataFileError(p, f"{par}.TXangle", f"holds {angles}; expected radians in (-pi/2, pi/2)")
     if pitch > 1e-2:
-        raise DataFileError(p, "param1.pitch", f"is {pitch}; expected metres (e.g. 0.000298)")
+        raise DataFileError(p, f"{par}.pitch", f"is {pitch}; expected metres (e.g. 0.000298)")
     data = rf.astype(np.float32)
-    _finite(data, p, "RF1")
+    _finite(data, p, rf_key + (f"[..., {frame}]" if four_d else ""))
     data -= data.mean(dtype=np.float64)
     positions = _linear_positions(rf.shape[1], pitch)
     x_max = float(positions[-1, 0])
@@ -679,6 +760,17 @@ def read_gammex(path: PathLike, *, pulse_lag: float = 0.0) -> ChannelData:
 
 
 _SHOT = re.compile(r"^shot_(\d+)$")
+_FRAME = re.compile(r"^frame_(\d+)$")
+
+
+def fieldii_frame_count(path: PathLike) -> int:
+    """Number of ``data/rf_data/frame_<f>`` groups of a Field II file (:func:`read_fieldii_dataset`)."""
+    p = _existing(path)
+    with _open_hdf5(p) as f:
+        group = f.get("data/rf_data")
+        if not isinstance(group, h5py.Group):
+            raise DataFileError(p, "data/rf_data", "is missing; expected frame_<f> groups")
+        return sum(1 for k in group if _FRAME.match(k))
 _TX_MODE = re.compile(r"^PW_(\d+)_(\d+(?:\.\d+)?)$")
 
 

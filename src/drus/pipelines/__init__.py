@@ -1,1 +1,1 @@
-"""End-to-end runs: the demo and the numerical study."""
+"""End-to-end runs: the demo, the numerical study, the PICMUS evaluation and batches of many frames."""

@@ -11,6 +11,14 @@ optimiser, generator state and step as tensors and plain data only (loaded with 
 onto the CPU: a file with any other pickled object is refused, never run); ``<out>/prior.safetensors`` + ``prior.json`` hold the EMA weights in drus's own
 checkpoint format (:mod:`drus.models.checkpoint`). A log line per ``log_every`` steps goes to ``train.log``.
 
+Many processes: ``torchrun --nproc-per-node N -m drus.cli train …`` runs the same command as
+DistributedDataParallel (NCCL on GPUs, one per process; gloo on CPUs). ``batch_size`` stays the global
+batch: rank ``r`` of ``N`` trains on images ``[step·B + r·B/N, step·B + (r+1)·B/N)`` of the same
+deterministic stream, with its own noise generator; gradients are averaged by DDP, so a step is the
+single-process step on the whole batch (up to the noise draws). Rank 0 alone keeps the EMA and
+writes the checkpoints, log and config; ``state.pt`` also holds every rank's generator state, so a
+resume with the same number of processes continues exactly.
+
 Images follow the normalisation convention of :mod:`drus.sampling.scaling` (RMS 0.25).
 """
 
@@ -21,6 +29,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 
@@ -196,11 +205,29 @@ def _load_state(path: Path) -> dict:
     if missing:
         raise ValueError(f"{path}: not a drus training state (missing {', '.join(sorted(missing))}); delete it to start "
                          "afresh, or choose another --out")
-    gen = state["generator"]
-    if not (isinstance(gen, torch.Tensor) and gen.dtype == torch.uint8):
-        raise ValueError(f"{path}: 'generator' must be a uint8 tensor (torch.Generator.get_state), got {type(gen).__name__}")
-    state["generator"] = gen.cpu()
+    gens = [state["generator"], *state.get("rank_generators", [])]
+    for gen in gens:
+        if not (isinstance(gen, torch.Tensor) and gen.dtype == torch.uint8):
+            raise ValueError(f"{path}: 'generator' must be a uint8 tensor (torch.Generator.get_state), got {type(gen).__name__}")
+    state["generator"] = state["generator"].cpu()
+    if "rank_generators" in state:
+        state["rank_generators"] = [g.cpu() for g in state["rank_generators"]]
     return state
+
+
+def distributed_context() -> tuple[int, int, int]:
+    """``(rank, world_size, local_rank)`` from torchrun's environment (``RANK``, ``WORLD_SIZE``,
+    ``LOCAL_RANK``); ``(0, 1, 0)`` in a plain process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def shard(step: int, batch_size: int, rank: int, world_size: int) -> tuple[int, int]:
+    """``(first image index, count)`` of rank ``rank``'s part of the global batch of ``step``."""
+    local = batch_size // world_size
+    return step * batch_size + rank * local, local
 
 
 def _build_model(cfg: TrainConfig) -> tuple[torch.nn.Module, UNetConfig]:
@@ -232,42 +259,83 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
 
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    rank, world, local_rank = distributed_context()
+    is_main = rank == 0
     device = resolve_device(cfg.device)
+    dist = None
+    started_group = False
+    if world > 1:  # under torchrun: DistributedDataParallel, the global batch split across the processes
+        import torch.distributed as dist
+
+        if cfg.batch_size % world:
+            raise ValueError(f"batch_size {cfg.batch_size} is the global batch and must divide evenly among the "
+                             f"{world} processes (torchrun --nproc-per-node); use a multiple of {world}")
+        if device.type == "cuda":
+            device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+            started_group = True
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     torch.manual_seed(cfg.seed)
     model, ucfg = _build_model(cfg)
     model.to(device)
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    ema = copy.deepcopy(model).eval().requires_grad_(False) if is_main else None  # EMA on rank 0 only
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = NoiseSchedule()
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    gen = torch.Generator().manual_seed(cfg.seed + 1 + 1_000_003 * rank)  # a noise stream per rank
     source = make_source(cfg.data, cfg.image_size, seed=cfg.seed, psf_std_px=cfg.psf_std_px)
     step, elapsed, losses = 0, 0.0, []
     state_path = out / "state.pt"
     if state_path.exists():
         state = _load_state(state_path)
-        if state["config"] != dataclasses.asdict(cfg) | {"steps": state["config"]["steps"]}:
+        if is_main and state["config"] != dataclasses.asdict(cfg) | {"steps": state["config"]["steps"]}:
             log.warning("resuming %s with a different config than the one it was started with", out)
         model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["opt"])
-        gen.set_state(state["generator"])
         step, elapsed = state["step"], state["elapsed"]
-        log.info("resumed %s at step %d", out, step)
-    write_text_atomic(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
+        rank_gens = state.get("rank_generators")
+        if rank_gens is not None and len(rank_gens) == world:
+            gen.set_state(rank_gens[rank])
+        elif world == 1:
+            gen.set_state(state["generator"])
+        else:  # another number of processes than the run was saved with: fresh noise streams, data continues
+            gen.manual_seed(cfg.seed + 1 + 1_000_003 * rank + 7919 * step)
+            if is_main:
+                log.warning("resuming %s with %d processes; it was saved with %d: the noise streams restart "
+                            "(the data stream and the weights continue)", out, world, len(rank_gens or [0]))
+        if is_main:
+            log.info("resumed %s at step %d", out, step)
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if is_main:
+        write_text_atomic(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
     amp = device.type == "cuda"
-    logf = open(out / "train.log", "a")
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="training", dynamic_ncols=True)
+    logf = open(out / "train.log", "a") if is_main else None
+    bar = tqdm(total=cfg.steps, initial=step, disable=not (progress and is_main), desc="training", dynamic_ncols=True)
 
     def checkpoint() -> None:
+        gens = [gen.get_state()]
+        if world > 1:  # every rank's noise stream, for an exact resume
+            gens = [None] * world
+            dist.all_gather_object(gens, gen.get_state())
+        if not is_main:
+            return
         _save_state(
             {
                 "format": STATE_FORMAT,
                 "model": model.state_dict(),
                 "ema": ema.state_dict(),
                 "opt": opt.state_dict(),
-                "generator": gen.get_state(),
+                "generator": gens[0],
+                "rank_generators": gens,
+                "world_size": world,
                 "step": step,
                 "elapsed": elapsed,
                 "config": dataclasses.asdict(cfg),
@@ -291,38 +359,48 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
             },
         )
 
-    model.train()
+    net.train()
     try:
         while step < cfg.steps:
             t0 = time.perf_counter()
-            x0 = source.batch(step * cfg.batch_size, cfg.batch_size).to(device)
+            first, count = shard(step, cfg.batch_size, rank, world)
+            x0 = source.batch(first, count).to(device)
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                loss = diffusion_loss(model, x0, schedule, generator=gen, learn_sigma=ucfg.learn_sigma, vlb_weight=cfg.vlb_weight)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower lr or check the data")
+                loss = diffusion_loss(net, x0, schedule, generator=gen, learn_sigma=ucfg.learn_sigma, vlb_weight=cfg.vlb_weight)
+            mean_loss = loss.detach().float().clone()
+            if world > 1:  # every rank sees the same value, so all stop together on a non-finite loss
+                dist.all_reduce(mean_loss)
+                mean_loss /= world
+            if not torch.isfinite(mean_loss):
+                raise FloatingPointError(f"loss became {mean_loss.item()} at step {step}; lower lr or check the data")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
-            with torch.no_grad():
-                decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-                for pe, pm in zip(ema.parameters(), model.parameters()):
-                    pe.lerp_(pm, 1 - decay)
+            if ema is not None:
+                with torch.no_grad():
+                    decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+                    for pe, pm in zip(ema.parameters(), model.parameters()):
+                        pe.lerp_(pm, 1 - decay)
             step += 1
             elapsed += time.perf_counter() - t0
-            losses.append(loss.item())
+            losses.append(mean_loss.item())
             bar.update(1)
-            if step % cfg.log_every == 0 or step == cfg.steps:
+            if is_main and (step % cfg.log_every == 0 or step == cfg.steps):
                 recent = float(np.mean(losses[-cfg.log_every :]))
                 bar.set_postfix(loss=f"{recent:.4f}")
-                logf.write(json.dumps({"step": step, "loss": recent, "lr": opt.param_groups[0]["lr"], "seconds": round(elapsed, 1)}) + "\n")
+                logf.write(json.dumps({"step": step, "loss": recent, "lr": opt.param_groups[0]["lr"],
+                                       "seconds": round(elapsed, 1), **({"processes": world} if world > 1 else {})}) + "\n")
                 logf.flush()
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 checkpoint()
     finally:
         bar.close()
-        logf.close()
+        if logf is not None:
+            logf.close()
+        if started_group:
+            dist.destroy_process_group()
     return out / "prior.safetensors"
