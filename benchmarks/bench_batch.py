@@ -79,15 +79,16 @@ def main() -> None:
     import torch
 
     from drus.pipelines.batch import BatchConfig, decompose_geometry, _plan_file, ray_available, run_batch
-    from drus.sampling.config import SamplerConfig
+    from drus.sampling.config import ReconstructionConfig, SamplerConfig
 
     cores = os.cpu_count() or 1
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_batch_"))
     root.mkdir(parents=True, exist_ok=True)
     cine = root / "cine.h5"
     grid_opts = simulate_cine(cine, n_frames=n_frames, size=size)
-    config = BatchConfig(method="drus-var", sampler=SamplerConfig.drus(n_samples=n_samples, n_steps=n_steps),
-                         run_seed=0, **grid_opts)
+    reconstruction = ReconstructionConfig(sampler=SamplerConfig.drus(n_samples=n_samples, n_steps=n_steps, seed=0),
+                                          device="cpu")
+    config = BatchConfig(reconstruction=reconstruction, method="drus-var", **grid_opts)
     cache = root / "cache"
     torch.set_num_threads(cores)
     geometry = _plan_file(cine, n_frames, config)
@@ -107,7 +108,7 @@ def main() -> None:
     for label, workers, engine, threads in runs:
         out = root / f"out_{label.replace(' × ', '')}"
         shutil.rmtree(out, ignore_errors=True)
-        res = run_batch(cine, config=config, out_dir=out, workers=workers, engine=engine, device="cpu",
+        res = run_batch(cine, config=config, out_dir=out, workers=workers, engine=engine,
                         threads=threads, cache_dir=cache, progress=False, report=lambda _: None)
         assert not res.failed, res.manifest["frames"]
         wall = res.timings["seconds_total"]

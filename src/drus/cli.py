@@ -359,30 +359,33 @@ def _batch_options(command):
     return dispatch
 
 
-def _reconstruct_batch(*, observation, method, workers, address, frames, angle, x_range, z_range, grid_size, sigma0,
-                       n_samples, n_steps, threshold, compute_dtype, prior, out_dir, cache_dir, no_cache, device,
-                       seed, threads, overwrite, prior_fraction, paper, eta, eta_b, dataset=None, phantom=None,
-                       layout=None, **_unused) -> None:
-    """``drus reconstruct`` on many frames: every frame a task (drus.pipelines.batch), one HDF5 each, a manifest."""
-    import math
-
-    from drus.pipelines.batch import BATCH_METHODS, BatchConfig, parse_frames, run_batch
-
-    if method not in BATCH_METHODS:
-        raise click.BadParameter(f"many frames run {' or '.join(BATCH_METHODS)}, not {method}", param_hint="--method")
-    for name, value in (("--dataset", dataset), ("--phantom", phantom), ("--layout", layout)):
-        if value:
-            raise click.BadParameter("applies to a single PICMUS observation, not to many frames", param_hint=name)
+def _reconstruct_config(*, n_samples, n_steps, seed, eta, eta_b, prior_fraction, paper, unknown_size, threshold,
+                        compute_dtype, prior, device) -> _ReconstructionConfig:
+    """The :class:`drus.sampling.config.ReconstructionConfig` of ``drus reconstruct``'s options (one file or
+    many frames)."""
     sampler = _sampler_config(paper=paper, n_samples=n_samples, n_steps=n_steps, seed=seed, eta=eta, eta_b=eta_b,
                               prior_fraction=prior_fraction)
-    config = BatchConfig(method=method, sampler=sampler, run_seed=seed, threshold=threshold, compute_dtype=compute_dtype,
-                         angle=None if angle is None else math.radians(angle),
-                         x_range=None if not x_range else (x_range[0] * 1e-3, x_range[1] * 1e-3),
-                         z_range=None if not z_range else (z_range[0] * 1e-3, z_range[1] * 1e-3),
-                         size=grid_size, sigma0=sigma0, prior=prior)
-    res = run_batch(observation, config=config, out_dir=out_dir, workers=workers, address=address,
-                    frames=parse_frames(frames), device=device, threads=threads, cache_dir=cache_dir,
-                    cache=not no_cache, overwrite=overwrite, report=click.echo)
+    return _ReconstructionConfig(
+        sampler=sampler, operator=_OperatorConfig(unknown_size=unknown_size, threshold=threshold,
+                                                  compute_dtype=compute_dtype),
+        prior=prior, device=device)
+
+
+def _reconstruct_batch(*, observation, method, workers, address, frames, angle, x_range, z_range, grid_size, sigma0,
+                       n_samples, n_steps, unknown_size, threshold, compute_dtype, prior, out_dir, cache_dir, no_cache,
+                       device, seed, threads, overwrite, prior_fraction, paper, eta, eta_b, dataset=None, phantom=None,
+                       layout=None) -> None:
+    """``drus reconstruct`` on many frames: every frame a task (drus.pipelines.batch), one HDF5 each, a manifest."""
+    from drus.pipelines.batch import parse_frames, reconstruct_frames
+
+    config = _reconstruct_config(n_samples=n_samples, n_steps=n_steps, seed=seed, eta=eta, eta_b=eta_b,
+                                 prior_fraction=prior_fraction, paper=paper, unknown_size=unknown_size,
+                                 threshold=threshold, compute_dtype=compute_dtype, prior=prior, device=device)
+    res = reconstruct_frames(observation, method=method, config=config, out_dir=out_dir, sigma0=sigma0, angle=angle,
+                             x_range=x_range, z_range=z_range, grid_size=grid_size, dataset=dataset, phantom=phantom,
+                             layout=layout, workers=workers, address=address, frames=parse_frames(frames),
+                             threads=threads, cache_dir=cache_dir, cache=not no_cache, overwrite=overwrite,
+                             report=click.echo)
     click.echo(f"{len(res.done)} frame(s) done, {len(res.failed)} failed, {len(res.skipped)} done earlier; "
                f"manifest {res.manifest_path}")
     if res.failed:
@@ -434,12 +437,9 @@ def reconstruct_command(observation, method, angle, x_range, z_range, grid_size,
     """
     from drus.pipelines.reconstruct import reconstruct_file
 
-    sampler = _sampler_config(paper=paper, n_samples=n_samples, n_steps=n_steps, seed=seed, eta=eta, eta_b=eta_b,
-                              prior_fraction=prior_fraction)
-    config = _ReconstructionConfig(
-        sampler=sampler, operator=_OperatorConfig(unknown_size=unknown_size, threshold=threshold,
-                                                  compute_dtype=compute_dtype),
-        prior=prior, device=device)
+    config = _reconstruct_config(n_samples=n_samples, n_steps=n_steps, seed=seed, eta=eta, eta_b=eta_b,
+                                 prior_fraction=prior_fraction, paper=paper, unknown_size=unknown_size,
+                                 threshold=threshold, compute_dtype=compute_dtype, prior=prior, device=device)
     _torch_threads(threads)
     result = reconstruct_file(observation, method=method, config=config, out_dir=out_dir, dataset=dataset,
                               sigma0=sigma0, layout=layout, phantom=phantom, sigma0_from_data=not paper,

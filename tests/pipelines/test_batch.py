@@ -18,8 +18,9 @@ import pytest
 
 from drus.datasets.acquisition import Acquisition, write_acquisition
 from drus.datasets.io import load_images_hdf5
-from drus.pipelines.batch import BatchConfig, expand_inputs, frame_seed, parse_frames, run_batch
-from drus.sampling.config import SamplerConfig
+from drus.errors import OptionError
+from drus.pipelines.batch import BatchConfig, expand_inputs, frame_seed, parse_frames, reconstruct_frames, run_batch
+from drus.sampling.config import ReconstructionConfig, SamplerConfig
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 RANGES = dict(x_range=(-2.2e-3, 2.2e-3), z_range=(3e-3, 7e-3), size=16)
@@ -69,9 +70,19 @@ def scans(tmp_path_factory):
         f["channel_data"][1, 100, 3] = np.nan
     (data / "junk.h5").write_bytes(b"not an acquisition")
     prior = _tiny_prior(root / "prior.safetensors")
-    config = BatchConfig(method="drus-var", sampler=SamplerConfig.drus(n_samples=2, n_steps=3), run_seed=7,
-                         prior=str(prior), **RANGES)
+    reconstruction = ReconstructionConfig(sampler=SamplerConfig.drus(n_samples=2, n_steps=3, seed=7), prior=str(prior),
+                                          device="cpu")
+    config = BatchConfig(reconstruction=reconstruction, method="drus-var", **RANGES)
     return {"root": root, "data": data, "config": config, "prior": prior}
+
+
+def batch_config(manifest: dict) -> BatchConfig:
+    return BatchConfig.from_dict(json.loads(json.dumps(manifest["config"])))
+
+
+def with_sampler(config: BatchConfig, **changes) -> BatchConfig:
+    rc = config.reconstruction
+    return config.replace(reconstruction=rc.replace(sampler=rc.sampler.replace(**changes)))
 
 
 def _arrays(path):
@@ -96,6 +107,44 @@ def test_inputs_and_frame_selection(scans, tmp_path):
     assert parse_frames("0,3:5") == (0, 3, 4) and parse_frames(None) is None
     with pytest.raises(ValueError, match="'2:8'"):
         parse_frames("a")
+
+
+def test_batch_config_embeds_the_reconstruction_config_and_round_trips():
+    default = BatchConfig()
+    assert default.reconstruction == ReconstructionConfig(sampler=SamplerConfig.drus())  # defaults declared there
+    config = BatchConfig(reconstruction=ReconstructionConfig(sampler=SamplerConfig.drus(seed=3), prior="p.safetensors"),
+                         method="drus-mean", angle=0.1, x_range=[-1e-3, 1e-3], size=32, sigma0=0.5)
+    assert config.x_range == (-1e-3, 1e-3) and config.run_seed == 3
+    assert Path(config.reconstruction.prior).is_absolute()  # compared across reruns, read by workers anywhere
+    assert BatchConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ValueError, match="did you mean 'method'"):
+        BatchConfig.from_dict({"methd": "drus-var"})
+    with pytest.raises(ValueError, match="integer seed"):
+        BatchConfig(reconstruction=ReconstructionConfig(sampler=SamplerConfig(seed=None)))
+    with pytest.raises(ValueError, match="drus-var needs at least 2 samples"):
+        BatchConfig(reconstruction=ReconstructionConfig(sampler=SamplerConfig(n_samples=1)))
+
+
+def test_reconstruct_frames_checks_the_options_first(scans, tmp_path):
+    with pytest.raises(OptionError, match="many frames run drus-mean or drus-var, not das") as exc:
+        reconstruct_frames(scans["data"], method="das", out_dir=tmp_path)
+    assert exc.value.option == "--method"
+    with pytest.raises(OptionError, match="single PICMUS observation") as exc:
+        reconstruct_frames(scans["data"], method="drus-var", layout="drus", out_dir=tmp_path)
+    assert exc.value.option == "--layout"
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_rerun_may_change_the_device_but_not_the_sampler(scans, tmp_path):
+    """Nothing to run (no frame selected): only the manifest's configuration is checked."""
+    config = scans["config"]
+    run_batch(scans["data"], config=config, out_dir=tmp_path, frames=(), engine="local", progress=False)
+    elsewhere = config.replace(reconstruction=config.reconstruction.replace(device="cuda"))
+    res = run_batch(scans["data"], config=elsewhere, out_dir=tmp_path, frames=(), engine="local", progress=False)
+    assert batch_config(res.manifest) == elsewhere and len(res.manifest["runs"]) == 2
+    more = with_sampler(config, n_steps=4)
+    with pytest.raises(ValueError, match=r"differs in reconstruction\.sampler\.n_steps\)"):
+        run_batch(scans["data"], config=more, out_dir=tmp_path, frames=(), engine="local", progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +191,7 @@ def ray_cluster():
 def batch(scans, ray_cluster, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     cache = scans["root"] / "cache"
-    res = run_batch(scans["data"], config=scans["config"], out_dir=out, workers=2, engine="ray", device="cpu",
+    res = run_batch(scans["data"], config=scans["config"], out_dir=out, workers=2, engine="ray",
                     threads=1, cache_dir=cache, progress=False)
     return {"out": out, "cache": cache, "result": res}
 
@@ -158,7 +207,7 @@ def test_ray_batch_writes_one_output_per_frame(batch):
         assert load_images_hdf5(out / f"cine_f{k:04d}_drus-var.hdf5").attrs["frame_seed"] == frame_seed(7, "cine.h5", k)
     assert not np.array_equal(images[0]["by"], images[1]["by"])  # frames are not mixed up
     manifest = json.loads(res.manifest_path.read_text())
-    assert manifest["config"]["method"] == "drus-var" and manifest["config"]["run_seed"] == 7
+    assert BatchConfig.from_dict(manifest["config"]) == batch_config(manifest) and batch_config(manifest).run_seed == 7
     run = manifest["runs"][-1]
     assert run["engine"] == "ray" and run["workers"] == 2 and run["frames_done"] == 5
     frames = manifest["frames"]
@@ -196,7 +245,7 @@ def test_ray_batch_resumes_after_an_output_is_deleted(batch, scans):
     out = batch["out"]
     before = {p.name: _arrays(p) for p in out.glob("*.hdf5")}
     (out / "cine_f0001_drus-var.hdf5").unlink()
-    res = run_batch(scans["data"], config=scans["config"], out_dir=out, workers=2, engine="ray", device="cpu",
+    res = run_batch(scans["data"], config=scans["config"], out_dir=out, workers=2, engine="ray",
                     threads=1, cache_dir=batch["cache"], progress=False)
     assert res.done == ["cine.h5#1"]
     assert sorted(res.skipped) == ["bad.h5#0", "cine.h5#0", "cine.h5#2", "cine.h5#3"]
@@ -208,9 +257,10 @@ def test_ray_batch_resumes_after_an_output_is_deleted(batch, scans):
     manifest = res.manifest
     assert [g["source"] for g in manifest["geometries"].values()] == ["cache"]
     assert manifest["frames"]["cine.h5#1"]["attempts"] == 2 and len(manifest["runs"]) == 2
-    changed = dataclasses.replace(scans["config"], run_seed=8)
-    with pytest.raises(ValueError, match="another configuration.*run_seed"):
-        run_batch(scans["data"], config=changed, out_dir=out, engine="local", device="cpu", progress=False)
+    config = scans["config"]
+    changed = with_sampler(config, seed=8)
+    with pytest.raises(ValueError, match="another configuration.*reconstruction.sampler.seed"):
+        run_batch(scans["data"], config=changed, out_dir=out, engine="local", progress=False)
 
 
 def test_cli_batch_reports_a_failed_frame_with_exit_code_1(scans, alone, tmp_path):

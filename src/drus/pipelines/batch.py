@@ -4,8 +4,10 @@ Every frame of every input is one task (:class:`FrameTask`); each writes one HDF
 input and frame, ``<stem>_f<frame:04d>_<method>.hdf5`` (the arrays and attributes of the single-file
 ``drus reconstruct FILE``, plus ``frame``, ``frame_seed`` and ``run_seed``). A manifest
 (``manifest.json`` in the output folder, rewritten atomically after every frame) holds the
-configuration, and per frame its seed, status (``done`` / ``failed`` / ``pending``), timings, worker
-and error. A rerun with the same configuration skips the frames that are done and whose output
+configuration (:class:`BatchConfig`: the :class:`~drus.sampling.config.ReconstructionConfig` of every
+frame and the batch's own options; :meth:`BatchConfig.from_dict` reads it back), and per frame its
+seed, status (``done`` / ``failed`` / ``pending``), timings, worker and error. A rerun with the same
+configuration (the device may change, :data:`RERUN_MAY_CHANGE`) skips the frames that are done and whose output
 exists: a batch stopped by a crash or Ctrl-C resumes where it stopped, and failed frames are retried.
 
 The stages, and where each runs::
@@ -47,7 +49,8 @@ from pathlib import Path
 
 import numpy as np
 
-from drus.sampling.config import SamplerConfig
+from drus.errors import OptionError
+from drus.sampling.config import ReconstructionConfig, SamplerConfig, _check_keys
 
 __all__ = [
     "BatchConfig",
@@ -61,6 +64,7 @@ __all__ = [
     "is_batch_input",
     "parse_frames",
     "ray_available",
+    "reconstruct_frames",
     "run_batch",
 ]
 
@@ -199,13 +203,20 @@ class FrameTask:
 class BatchConfig:
     """What every frame of a batch is reconstructed with (saved in the manifest; a rerun must match it).
 
+    The reconstruction itself (sampler, decomposition threshold and dtype, prior, device, precision) is
+    one :class:`~drus.sampling.config.ReconstructionConfig`, whose defaults are declared there; a batch
+    adds only what is its own.
+
     Attributes
     ----------
+    reconstruction : ReconstructionConfig
+        How each frame is reconstructed. Its sampler's ``seed`` is the run seed: each frame samples with
+        :func:`frame_seed` of it (an integer is needed). Its operator's ``unknown_size`` (the PICMUS grid)
+        is not used: each file's grid comes from ``x_range``, ``z_range`` and ``size``. Its ``device``
+        says where the frames run (``"auto"``: a GPU per worker when there are GPUs). Default: the
+        sampler of :meth:`SamplerConfig.drus <drus.sampling.config.SamplerConfig.drus>` (drus's default
+        for real acquisitions), the rest :class:`~drus.sampling.config.ReconstructionConfig`'s.
     method : {"drus-mean", "drus-var"}
-    sampler : SamplerConfig
-        Its ``seed`` is ignored: each frame gets :func:`frame_seed` of ``run_seed``.
-    run_seed : int
-    threshold, compute_dtype : the decomposition's (:func:`drus.physics.decompose.decompose_bh`).
     angle : float, optional
         Steering angle in rad of the transmit to use (default: the one nearest 0°).
     x_range, z_range : (float, float), optional
@@ -214,39 +225,59 @@ class BatchConfig:
         Pixels along the longer side of the grid.
     sigma0 : float, optional
         Noise level of every frame's ``B y``; default: estimated per frame.
-    prior : str, optional
-        Prior checkpoint; default the shipped one.
-    precision : {"fp32", "bf16", "fp16"}
     """
 
+    reconstruction: ReconstructionConfig = field(
+        default_factory=lambda: ReconstructionConfig(sampler=SamplerConfig.drus()))
     method: str = "drus-var"
-    sampler: SamplerConfig = field(default_factory=SamplerConfig.drus)
-    run_seed: int = 0
-    threshold: float = 1e-3
-    compute_dtype: str = "float64"
     angle: float | None = None
     x_range: tuple[float, float] | None = None
     z_range: tuple[float, float] | None = None
     size: int | None = None
     sigma0: float | None = None
-    prior: str | None = None
-    precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        rc = self.reconstruction
+        if not isinstance(rc, ReconstructionConfig):
+            raise TypeError(f"reconstruction must be a ReconstructionConfig, got {type(rc).__name__}")
         if self.method not in BATCH_METHODS:
             raise ValueError(f"method must be one of {', '.join(BATCH_METHODS)} for many frames, got {self.method!r}")
-        if self.method == "drus-var" and self.sampler.n_samples < 2:
+        if self.method == "drus-var" and rc.sampler.n_samples < 2:
             raise ValueError("drus-var needs at least 2 samples (sampler.n_samples ≥ 2)")
+        if rc.sampler.seed is None:
+            raise ValueError("a batch derives every frame's seed from the sampler's seed (frame_seed): give an "
+                             "integer seed (sampler.seed), got None")
         if self.sigma0 is not None and not (math.isfinite(self.sigma0) and self.sigma0 >= 0):
             raise ValueError(f"sigma0 must be a finite number ≥ 0, got {self.sigma0!r}")
+        if rc.prior is not None:  # absolute: the manifest compares it across reruns, workers load it from any folder
+            object.__setattr__(self, "reconstruction", rc.replace(prior=str(Path(rc.prior).expanduser().resolve())))
+        for name in ("x_range", "z_range"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(value))
+
+    @property
+    def run_seed(self) -> int:
+        """The seed each frame's seed is derived from (:func:`frame_seed`): the sampler's."""
+        return self.reconstruction.sampler.seed
+
+    def replace(self, **changes) -> "BatchConfig":
+        """A copy with ``changes`` (validated)."""
+        return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["sampler"] = {k: v for k, v in self.sampler.to_dict().items() if k != "seed"}
-        d["x_range"] = list(self.x_range) if self.x_range else None
-        d["z_range"] = list(self.z_range) if self.z_range else None
-        d["prior"] = str(Path(self.prior).resolve()) if self.prior else "shipped default"
-        return d
+        """Nested plain fields, for JSON (the manifest's ``config``); :meth:`from_dict` reads them back."""
+        return {"reconstruction": self.reconstruction.to_dict(), "method": self.method, "angle": self.angle,
+                "x_range": list(self.x_range) if self.x_range else None,
+                "z_range": list(self.z_range) if self.z_range else None, "size": self.size, "sigma0": self.sigma0}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "BatchConfig":
+        """The configuration :meth:`to_dict` wrote (missing fields take their defaults; unknown ones are refused)."""
+        data = _check_keys(cls, data, "batch config")
+        if "reconstruction" in data:
+            data["reconstruction"] = ReconstructionConfig.from_dict(data["reconstruction"])
+        return cls(**data)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -279,7 +310,8 @@ def _signature(acq, grid, config: BatchConfig) -> str:
     d = {"element_x": [float(v) for v in acq.element_x], "fs": acq.sampling_frequency, "c": acq.sound_speed,
          "t0": acq.t0, "angle": acq.angle, "n_samples": acq.n_samples, "f0": acq.center_frequency,
          "bandwidth": acq.bandwidth, "grid_x": list(grid.x), "grid_z": list(grid.z),
-         "threshold": config.threshold, "compute_dtype": config.compute_dtype}
+         "threshold": config.reconstruction.operator.threshold,
+         "compute_dtype": config.reconstruction.operator.compute_dtype}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -319,9 +351,10 @@ def decompose_geometry(geometry: Geometry, config: BatchConfig, *, cache_dir=Non
     t0 = time.perf_counter()
     acq = geometry.apply(read_acquisition(geometry.source, angle=config.angle, frame=geometry.frame))
     bf = acq.beamformer(geometry.grid)
-    split = plan_decomposition(bf, compute_dtype=config.compute_dtype, threshold=config.threshold,
+    operator = config.reconstruction.operator
+    split = plan_decomposition(bf, compute_dtype=operator.compute_dtype, threshold=operator.threshold,
                                cache_dir=cache_dir, cache=cache, report=log.info)
-    op = decompose_bh(bf, threshold=config.threshold, compute_dtype=config.compute_dtype, cache_dir=cache_dir,
+    op = decompose_bh(bf, threshold=operator.threshold, compute_dtype=operator.compute_dtype, cache_dir=cache_dir,
                       cache=cache, device=device, split=split, progress=False)
     sources = {b.get("source") for b in op.metadata.get("blocks", {}).values()}
     blocks = [(parity, np.asarray(b.singular_values, dtype=np.float64), b.vectors.detach().cpu().numpy())
@@ -365,13 +398,13 @@ class FrameWorker:
     config : BatchConfig
     out_dir : path
         Where the per-frame HDF5 files go.
-    device : str
-        ``"cpu"``, ``"cuda"``… (an actor with a GPU sees it as ``"cuda"``).
+    device : str, optional
+        ``"cpu"``, ``"cuda"``… (an actor with a GPU sees it as ``"cuda"``); default the configuration's.
     threads : int, optional
         torch CPU threads of this worker (fix it to compare results bit for bit across runs).
     """
 
-    def __init__(self, config: BatchConfig, out_dir, *, device: str = "cpu", threads: int | None = None):
+    def __init__(self, config: BatchConfig, out_dir, *, device: str | None = None, threads: int | None = None):
         import torch
 
         t0 = time.perf_counter()
@@ -386,8 +419,9 @@ class FrameWorker:
 
         self.config = config
         self.out_dir = Path(out_dir)
-        self.device = resolve_device(device)
-        self.model = load_prior(config.prior, device=self.device, precision=config.precision)
+        self.device = resolve_device(config.reconstruction.device if device is None else device)
+        self.model = load_prior(config.reconstruction.prior, device=self.device,
+                                precision=config.reconstruction.precision)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self._operators: dict[str, tuple] = {}
         self.seconds_start = time.perf_counter() - t0
@@ -430,6 +464,8 @@ class FrameWorker:
         from drus.evaluation.scoring import method_envelope
 
         cfg = self.config
+        # this frame's configuration: the batch's, with the frame's own sampler seed
+        frame_cfg = cfg.reconstruction.replace(sampler=cfg.reconstruction.sampler.replace(seed=task.seed))
         acq = geometry.apply(read_acquisition(task.input, angle=cfg.angle, frame=task.frame))
         if _signature(acq, geometry.grid, cfg) != geometry.signature:
             raise ValueError(f"frame {task.frame} has other acquisition parameters (element positions, fs, c, t0, "
@@ -438,18 +474,19 @@ class FrameWorker:
         t_read = time.perf_counter()
         bf, op = self._operator(geometry, acq, arrays_ref)
         t_op = time.perf_counter()
-        res = reconstruct_acquisition(acq, bf, model=self.model, sampler=cfg.sampler.replace(seed=task.seed),
-                                      sigma0=cfg.sigma0, threshold=cfg.threshold, compute_dtype=cfg.compute_dtype,
-                                      device=self.device, operator=op, report=log.debug, progress=False)
+        res = reconstruct_acquisition(acq, bf, model=self.model, sampler=frame_cfg.sampler, sigma0=cfg.sigma0,
+                                      threshold=frame_cfg.operator.threshold,
+                                      compute_dtype=frame_cfg.operator.compute_dtype, device=self.device,
+                                      operator=op, report=log.debug, progress=False)
         t_rec = time.perf_counter()
         rec = res.reconstruction
         arrays = {"by": res.by, "das": res.das, "samples": rec.samples, "mean": rec.mean}
-        if cfg.sampler.n_samples >= 2:
+        if frame_cfg.sampler.n_samples >= 2:
             arrays.update(var=rec.var, var_pooled=res.var_pooled)
         image = rec.mean if cfg.method == "drus-mean" else rec.var
         amp = method_envelope("DRUSmean" if cfg.method == "drus-mean" else "DRUSvar", image)
         attrs = {"method": cfg.method, "observation": task.input, "frame": task.frame, "frame_seed": task.seed,
-                 "run_seed": cfg.run_seed, **res.attrs}
+                 "run_seed": cfg.run_seed, **frame_cfg.to_attrs(), **res.attrs}
         save_images_hdf5(self.out_dir / task.output, grid=bf.grid, image=image, amplitude=amp, **arrays, attrs=attrs)
         t_end = time.perf_counter()
         sampling = float(rec.timings.get("seconds_total", float("nan")))
@@ -462,6 +499,34 @@ class FrameWorker:
 # --------------------------------------------------------------------------------------------------
 # The manifest
 # --------------------------------------------------------------------------------------------------
+#: Fields of the manifest's configuration (dotted paths of :meth:`BatchConfig.to_dict`) that a rerun may
+#: change: where the frames run, and the PICMUS unknown grid, which a batch does not use (each file's grid
+#: is its own). The manifest keeps the latest run's.
+RERUN_MAY_CHANGE = ("reconstruction.device", "reconstruction.operator.unknown_size")
+
+
+def _flatten(data, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}`` (anything but a dict is one value)."""
+    if not isinstance(data, dict):
+        return {prefix.rstrip("."): data} if prefix else {}
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+_MISSING = object()
+
+
+def _differences(old, new: dict) -> list[str]:
+    """The dotted names of the fields in which two saved configurations differ, sorted."""
+    a, b = _flatten(old), _flatten(new)
+    return sorted(k for k in set(a) | set(b) if a.get(k, _MISSING) != b.get(k, _MISSING))
+
+
 def _load_manifest(path: Path) -> dict | None:
     if not path.exists():
         return None
@@ -532,7 +597,6 @@ def run_batch(
     engine: str = "auto",
     address: str | None = None,
     frames=None,
-    device: str = "auto",
     threads: int | None = None,
     cache_dir=None,
     cache: bool = True,
@@ -547,6 +611,8 @@ def run_batch(
     inputs : path, glob pattern or a sequence of them
         Folders, patterns and files (:func:`expand_inputs`).
     config : BatchConfig
+        Saved in the manifest (:meth:`BatchConfig.to_dict`). Its reconstruction's ``device`` says where
+        the frames run: ``"auto"``, a GPU per worker when there are GPUs, else the CPU.
     out_dir : path
         Outputs and ``manifest.json``.
     workers : int, optional
@@ -557,13 +623,13 @@ def run_batch(
         ``"auto"`` or ``"ray://host:10001"``: join that Ray cluster instead of starting one here.
     frames : sequence of int, optional
         Frames of every file to run (0-based; indices a file lacks are ignored); default all.
-    device : str
-        ``"auto"``: a GPU per worker when there are GPUs, else the CPU.
     threads : int, optional
         torch threads per worker; default: this machine's cores / workers (at least 1).
     cache_dir, cache : the decomposition cache (default ``$DRUS_CACHE`` or ``~/.cache/drus``).
     overwrite : bool
         Start afresh where an earlier run with another configuration (or files without a manifest) is found.
+        A rerun may change the fields of :data:`RERUN_MAY_CHANGE` (the device, and the unknown grid a batch
+        does not use); any other difference is refused without ``overwrite``.
     progress : bool
         One progress bar over all frames.
     report : callable, optional
@@ -586,6 +652,9 @@ def run_batch(
 
     say = report or log.info
     t_run = time.perf_counter()
+    if not isinstance(config, BatchConfig):
+        raise TypeError(f"config must be a BatchConfig, got {type(config).__name__}")
+    device = config.reconstruction.device
     if engine not in ("auto", "ray", "local"):
         raise ValueError(f"engine must be 'auto', 'ray' or 'local', got {engine!r}")
     if workers is not None and int(workers) < 1:
@@ -611,13 +680,15 @@ def run_batch(
     files = expand_inputs(inputs)
     config_dict = json.loads(json.dumps(config.to_dict(), default=str))
     manifest = _load_manifest(manifest_path)
-    if manifest is not None and manifest.get("config") != config_dict:
-        old = manifest.get("config", {})
-        changed = sorted(k for k in set(old) | set(config_dict) if old.get(k) != config_dict.get(k))
-        if not overwrite:
+    if manifest is not None:
+        changed = [k for k in _differences(manifest.get("config"), config_dict) if k not in RERUN_MAY_CHANGE]
+        if changed and not overwrite:
             raise ValueError(f"{manifest_path}: an earlier batch in this folder used another configuration (differs "
                              f"in {', '.join(changed)}); pass --overwrite to start afresh, or choose another --out")
-        manifest = None
+        if changed:
+            manifest = None
+        else:
+            manifest["config"] = config_dict  # this run's device
     fresh = manifest is None
     if fresh:
         manifest = {"format": MANIFEST_FORMAT, "config": config_dict, "geometries": {}, "frames": {}, "runs": []}
@@ -665,8 +736,8 @@ def run_batch(
     for task_id, error in problems.items():
         entries[task_id] = {"input": task_id[:-2], "frame": None, "status": "failed", "error": error}
     run_info = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "engine": "ray" if use_ray else "local",
-                "address": address, "workers": n_workers, "threads_per_worker": threads, "frames_total": len(tasks),
-                "frames_skipped": len(skipped)}
+                "device": device, "address": address, "workers": n_workers, "threads_per_worker": threads,
+                "frames_total": len(tasks), "frames_skipped": len(skipped)}
     manifest["runs"].append(run_info)
     _save_manifest(manifest_path, manifest)
     say(f"{len(tasks)} frame(s) in {len(files)} file(s): {len(skipped)} done earlier, {len(todo)} to run"
@@ -705,7 +776,7 @@ def run_batch(
             pass
         elif not use_ray:
             t0 = time.perf_counter()
-            worker = FrameWorker(config, out, device=device, threads=threads)
+            worker = FrameWorker(config, out, threads=threads)
             timings["seconds_worker_start"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             arrays = {}
@@ -805,3 +876,78 @@ def run_batch(
     timings["seconds_total"] = time.perf_counter() - t_run
     return BatchResult(done=done, failed=failed, skipped=skipped, manifest_path=manifest_path, manifest=manifest,
                        timings=timings)
+
+
+def reconstruct_frames(
+    inputs,
+    *,
+    method: str,
+    config: ReconstructionConfig | None = None,
+    out_dir="out/reconstruct",
+    sigma0: float | None = None,
+    angle: float | None = None,
+    x_range: tuple[float, float] | None = None,
+    z_range: tuple[float, float] | None = None,
+    grid_size: int | None = None,
+    dataset: str | None = None,
+    phantom=None,
+    layout: str | None = None,
+    workers: int | None = None,
+    address: str | None = None,
+    frames=None,
+    threads: int | None = None,
+    cache_dir=None,
+    cache: bool = True,
+    overwrite: bool = False,
+    progress: bool = True,
+    report=None,
+) -> BatchResult:
+    """``drus reconstruct`` on many frames: its options, in its units, checked → a :class:`BatchConfig` →
+    :func:`run_batch`.
+
+    Parameters
+    ----------
+    inputs : path, glob pattern or a sequence of them
+        ``OBSERVATION``: folders, patterns, multi-frame files (:func:`expand_inputs`).
+    method : {"drus-mean", "drus-var"}
+        :data:`BATCH_METHODS`.
+    config : ReconstructionConfig, optional
+        Sampler (its seed is the run seed, :func:`frame_seed`), decomposition threshold and dtype, prior,
+        device, precision; default :class:`BatchConfig`'s.
+    out_dir : path
+        Outputs and ``manifest.json``.
+    sigma0 : float, optional
+        Noise std of every frame's ``B y``; default: estimated per frame.
+    angle, x_range, z_range, grid_size
+        As for one acquisition (:func:`drus.pipelines.reconstruct.reconstruct_file`): the steering angle
+        in degrees, the lateral and depth extents in mm, the pixels along the grid's longer side.
+    dataset, phantom, layout
+        Options of a single PICMUS observation: refused here when given.
+    workers, address, frames, threads, cache_dir, cache, overwrite, progress, report
+        As for :func:`run_batch` (``frames``: 0-based indices, :func:`parse_frames` of ``--frames``).
+
+    Returns
+    -------
+    BatchResult
+
+    Raises
+    ------
+    drus.errors.OptionError
+        A method other than :data:`BATCH_METHODS`, or ``dataset``, ``phantom`` or ``layout`` given.
+    ValueError
+        What :class:`BatchConfig` and :func:`run_batch` refuse.
+    """
+    from drus.pipelines.reconstruct import acquisition_options_si
+
+    if method not in BATCH_METHODS:
+        raise OptionError("--method", f"many frames run {' or '.join(BATCH_METHODS)}, not {method}")
+    for option, value in (("--dataset", dataset), ("--phantom", phantom), ("--layout", layout)):
+        if value:
+            raise OptionError(option, "applies to a single PICMUS observation, not to many frames")
+    if config is not None and not isinstance(config, ReconstructionConfig):
+        raise TypeError(f"config must be a ReconstructionConfig, got {type(config).__name__}")
+    batch = BatchConfig(**({} if config is None else {"reconstruction": config}), method=method, size=grid_size,
+                        sigma0=sigma0, **acquisition_options_si(angle=angle, x_range=x_range, z_range=z_range))
+    return run_batch(inputs, config=batch, out_dir=out_dir, workers=workers, address=address, frames=frames,
+                     threads=threads, cache_dir=cache_dir, cache=cache, overwrite=overwrite, progress=progress,
+                     report=report)

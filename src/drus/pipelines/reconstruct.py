@@ -41,7 +41,7 @@ from drus.errors import OptionError
 from drus.sampling.config import ReconstructionConfig
 
 __all__ = ["RECONSTRUCT_METHODS", "BY_LAYOUTS", "ReconstructionResult", "reconstruct_file", "is_acquisition_file",
-           "by_layout", "read_observation", "prepare_acquisition_mm"]
+           "by_layout", "read_observation", "prepare_acquisition_mm", "acquisition_options_si"]
 
 log = logging.getLogger(__name__)
 
@@ -388,15 +388,21 @@ def _reconstruct_picmus_grid(path: Path, *, method, config, out_dir, dataset, si
                                 metrics=summary)
 
 
+def acquisition_options_si(*, angle=None, x_range=None, z_range=None) -> dict:
+    """``drus reconstruct``'s options for a channel-data file in SI units: ``angle`` in degrees → rad,
+    ``x_range`` and ``z_range`` (lateral and depth extent) in mm → m; one not given stays ``None``."""
+    return {"angle": None if angle is None else math.radians(angle),
+            "x_range": None if not x_range else (x_range[0] * 1e-3, x_range[1] * 1e-3),
+            "z_range": None if not z_range else (z_range[0] * 1e-3, z_range[1] * 1e-3)}
+
+
 def prepare_acquisition_mm(path: Path, *, angle=None, x_range=None, z_range=None, size=None, report=None):
     """``(acquisition, beamformer)`` as ``drus reconstruct`` builds them for a channel-data file, from its
     options' units (angle in degrees, ranges in mm; :func:`drus.datasets.acquisition.prepare_acquisition`).
     ``H`` and ``B`` are not built yet."""
     from drus.datasets.acquisition import prepare_acquisition
 
-    return prepare_acquisition(path, angle=None if angle is None else math.radians(angle),
-                               x_range=None if not x_range else (x_range[0] * 1e-3, x_range[1] * 1e-3),
-                               z_range=None if not z_range else (z_range[0] * 1e-3, z_range[1] * 1e-3),
+    return prepare_acquisition(path, **acquisition_options_si(angle=angle, x_range=x_range, z_range=z_range),
                                size=size, report=report)
 
 

@@ -4,7 +4,8 @@ One frozen :class:`ReconstructionConfig` holds everything that decides a reconst
 observation: the sampler (:class:`SamplerConfig`), the operator ``BH`` and its decomposition
 (:class:`OperatorConfig`), the prior checkpoint, the device and the network precision. The
 pipelines (:func:`drus.pipelines.reconstruct.reconstruct_file`, :func:`drus.pipelines.demo.run_demo`,
-:func:`drus.pipelines.picmus.evaluate_picmus`, :func:`drus.pipelines.experiments.numerical_study`)
+:func:`drus.pipelines.picmus.evaluate_picmus`, :func:`drus.pipelines.experiments.numerical_study`,
+and :func:`drus.pipelines.batch.reconstruct_frames`, whose :class:`~drus.pipelines.batch.BatchConfig` embeds it)
 take it, the CLI builds it from its options, and results save it
 (:meth:`ReconstructionConfig.to_dict` in JSON, :meth:`ReconstructionConfig.to_attrs` in HDF5
 attributes); :meth:`ReconstructionConfig.from_dict` reads it back. ``reconstruct``, DENO, the PICMUS evaluation, the numerical study and a user's
