@@ -26,7 +26,7 @@ from drus.evaluation.scoring import METHODS, method_envelope, points_in_view, sc
 from drus.physics.geometry import ImageGrid
 from drus.sampling.config import OperatorConfig, SamplerConfig
 
-__all__ = ["MethodResult", "DatasetResult", "PicmusEvaluation", "SetScoring", "prepare_set", "decimated_grid",
+__all__ = ["MethodResult", "DatasetResult", "PicmusEvaluation", "SetScoring", "prepare_set", "decimated_grid", "decimation",
            "das_methods", "deno_method", "drus_methods", "evaluate_picmus"]
 
 log = logging.getLogger(__name__)
@@ -241,25 +241,42 @@ class SetScoring:
     def dataset(self) -> PicmusSet:
         return self.inputs.dataset
 
-    def score(self, method: str, image: np.ndarray, grid: ImageGrid, seconds: float = 0.0) -> MethodResult:
-        """``method``'s amplitude (:func:`method_envelope`) scored on this set's ROIs (:func:`score_image`)."""
-        amp = method_envelope(method, image)
+    def score(self, method: str, image: np.ndarray, grid: ImageGrid, seconds: float = 0.0, *,
+              amplitude: np.ndarray | None = None) -> MethodResult:
+        """``method``'s amplitude (:func:`method_envelope`, or ``amplitude`` when given: a method outside
+        :data:`METHODS`, e.g. a despeckled envelope) scored on this set's ROIs (:func:`score_image`)."""
+        amp = method_envelope(method, image) if amplitude is None else np.asarray(amplitude)
         pts = points_in_view(self.inputs.phantom.points(), grid)
         return MethodResult(image=image, amplitude=amp, grid=grid, seconds=seconds,
                             metrics=score_image(amp, grid, cysts=self.cysts, speckle_rois=self.rois, points=pts))
 
 
+def decimation(shape: tuple[int, int], stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel indices ``(iz, ix)`` that keep every ``stride``-th pixel of an ``[n_z, n_x]`` image.
+
+    Depth: ``0, stride, …``. Lateral: mirrored about the centre (``i`` kept iff ``n_x − 1 − i`` is), so
+    that a grid symmetric about x = 0 stays symmetric (the flip split of :func:`decompose_bh` needs it);
+    the two middle columns are then ``stride + 1`` apart when ``n_x/stride`` is even.
+    """
+    n_z, n_x = shape
+    if stride < 1 or n_z % stride or n_x % (2 * stride):
+        raise ValueError(f"stride {stride!r} must divide n_z = {n_z} and n_x/2 = {n_x // 2}")
+    half = np.arange(0, n_x // 2, stride)
+    return np.arange(0, n_z, stride), np.concatenate([half, (n_x - 1 - half)[::-1]])
+
+
 def decimated_grid(grid: ImageGrid, stride: int) -> ImageGrid:
-    """Every ``stride``-th pixel of ``grid`` in both directions (``By`` rows of ``B`` kept exactly)."""
-    return ImageGrid(x=grid.x[::stride], z=grid.z[::stride])
+    """``grid`` at the pixels of :func:`decimation` (a ``By`` pixel is one row of ``B``: kept exactly)."""
+    iz, ix = decimation(grid.shape, stride)
+    return ImageGrid(x=tuple(grid.x[i] for i in ix), z=tuple(grid.z[i] for i in iz))
 
 
 def prepare_set(dataset, *, data_root=None, grid: ImageGrid, file_shape: tuple[int, int] | None = None) -> SetScoring:
     """Read one set (:func:`load_picmus_inputs`) for scoring on the measurement ``grid``.
 
     ``file_shape``: the shape the ``By``/DENO files are stored in (default ``grid.shape``). When it
-    is a multiple of ``grid.shape`` the images are decimated to ``grid`` (every k-th pixel: a
-    ``By`` row of ``B`` is one pixel, so the decimated image is exactly ``B y`` on the coarser grid,
+    is a multiple of ``grid.shape`` the images are decimated to ``grid`` (:func:`decimation`: a
+    ``By`` pixel is one row of ``B``, so the decimated image is exactly ``B y`` on the coarser grid,
     :func:`decimated_grid`); used by the quick reproduction.
     """
     ds = _resolve_set(dataset)
@@ -269,8 +286,9 @@ def prepare_set(dataset, *, data_root=None, grid: ImageGrid, file_shape: tuple[i
         k = file_shape[0] // grid.shape[0]
         if k * grid.shape[0] != file_shape[0] or k * grid.shape[1] != file_shape[1]:
             raise ValueError(f"grid {grid.shape} does not divide the files' shape {file_shape}")
-        inp = dataclasses.replace(inp, by=np.ascontiguousarray(inp.by[::k, ::k]),
-                                  deno=np.ascontiguousarray(inp.deno[::k, ::k]))
+        iz, ix = decimation(file_shape, k)
+        inp = dataclasses.replace(inp, by=np.ascontiguousarray(inp.by[np.ix_(iz, ix)]),
+                                  deno=np.ascontiguousarray(inp.deno[np.ix_(iz, ix)]))
     return SetScoring(inputs=inp, grid=grid, cysts=ds.cysts(inp.phantom), rois=inp.phantom.speckle_boxes() or None)
 
 
