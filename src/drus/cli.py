@@ -330,7 +330,8 @@ def evaluate_by_check(dataset, out_dir, data_root, overwrite) -> None:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out/reproduce", show_default=True, help="Report and finished units; a run with the same settings there is resumed.")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:1, …")
 @click.option("--data", "data_root", type=click.Path(file_okay=False), default=None, help="Reference data folder (default $DRUS_REFERENCE_DATA or ../shared/data).")
-def reproduce(target, quick, prior, out_dir, device, data_root) -> None:
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads (default: 1 with --quick, torch's choice otherwise).")
+def reproduce(target, quick, prior, out_dir, device, data_root, threads) -> None:
     """The paper's experiments (Figs. 2–5, Table I) into one self-contained HTML report; resumable."""
     import shlex
 
@@ -338,10 +339,11 @@ def reproduce(target, quick, prior, out_dir, device, data_root) -> None:
     from drus.pipelines.reproduce import ReproduceConfig, run_reproduction
 
     command = shlex.join(["drus", "reproduce", target] + ["--quick"] * quick + ["--prior", prior] * bool(prior)
-                         + ["--out", out_dir, "--device", device] + ["--data", data_root] * bool(data_root))
+                         + ["--out", out_dir, "--device", device] + ["--data", data_root] * bool(data_root)
+                         + ["--threads", str(threads)] * bool(threads))
     config = ReproduceConfig.reduced(target) if quick else ReproduceConfig.paper(target)
     rep = run_reproduction(config, out_dir=check_writable_dir(out_dir), prior=prior, device=device,
-                           data_root=data_root, command=command)
+                           data_root=data_root, command=command, threads=threads)
     click.echo(f"{len(rep.computed)} units computed, {len(rep.reused)} reused from an earlier run; "
                f"wall time {rep.provenance['wall_seconds'] / 60:.1f} min")
     click.echo(f"wrote {', '.join(str(f) for f in rep.files.values())}")
