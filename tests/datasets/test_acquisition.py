@@ -315,7 +315,6 @@ def test_reconstruct_a_small_simulated_acquisition(tmp_path):
     from drus.physics.phantoms import speckle
 
     theta = math.radians(-1.5)
-    probe = LinearProbe(16, 0.3e-3, 5.2e6, 0.6)
     grid = ImageGrid.from_extent(x_min=-2.2e-3, x_max=2.2e-3, z_min=3e-3, z_max=7e-3, n_x=16, n_z=16)
     acq0 = tiny_acquisition(n_elements=16, angle=theta, t0=0.0, n_samples=300)
     bf = acq0.beamformer(grid)

@@ -1,7 +1,7 @@
 """``drus reproduce``: units saved and reused on a rerun, and a report whose every figure resolves.
 
-Tiny settings (64² numerical and 32² DRUS grids, C = 2, 2 steps, one level per phantom): seconds, not numbers worth reading.
-The PICMUS part reads the shared reference data and skips without it.
+Tiny settings (64² numerical and 32² DRUS grids, C = 2, 2 steps, one level per phantom): seconds, not
+numbers worth reading. The PICMUS part reads the shared reference data and skips without it.
 """
 
 from __future__ import annotations

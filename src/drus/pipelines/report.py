@@ -390,8 +390,8 @@ def build_html(rep) -> str:
               "paper's. Run without <code>--quick</code> for the reproduction.</p>") if rep.config.quick else ""
     body = [f"<h1>drus reproduce {_e(rep.config.target)} ({mode})</h1>", banner,
             f"<p>{len(rep.computed)} units computed, <b>{len(rep.reused)} reused</b> from an earlier run; "
-            f"wall time {rep.provenance['wall_seconds'] / 60:.1f} min. Prior: <code>{_e(Path(rep.provenance['prior']['path']).name)}"
-            f"</code>. The paper: Zhang et al., DRUSvar (code: github.com/Yuxin-Zhang-Jasmine/DRUSvar).</p>"]
+            f"wall time {rep.provenance['wall_seconds'] / 60:.1f} min. Prior: "
+            f"<code>{_e(Path(rep.provenance['prior']['path']).name)}</code>. The paper: Zhang et al., DRUSvar (code: github.com/Yuxin-Zhang-Jasmine/DRUSvar).</p>"]
     if "numerical" in rep.config.parts:
         body.append(_numerical_section(rep))
     if "picmus" in rep.config.parts:

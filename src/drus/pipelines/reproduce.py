@@ -552,7 +552,8 @@ def _run(config, *, out_dir, prior, device, data_root, cache_dir, progress, comm
 
         root = reference_data_dir(data_root) / "picmus"
         if not root.is_dir():
-            raise FileNotFoundError(f"PICMUS data not found at {root}; set DRUS_REFERENCE_DATA or pass data_root")
+            raise FileNotFoundError(f"PICMUS data not found at {root}; set DRUS_REFERENCE_DATA or pass --data DIR "
+                                    "(data_root)")
 
     units: list[_Unit] = []
     ctx = None
