@@ -236,6 +236,32 @@ def evaluate_by_check(dataset, out_dir, data_root, overwrite) -> None:
     click.echo(f"wrote {', '.join(str(f) for f in files)}")
 
 
+@main.command("reproduce")
+@click.argument("target", type=click.Choice(["numerical", "picmus", "all"]), default="all")
+@click.option("--quick", is_flag=True, help="Reduced run (3 levels per phantom, 2 realisations, C = 4, 20 steps, small grids): every code path in minutes on 2 CPU cores; not comparable with the paper.")
+@click.option("--prior", type=click.Path(exists=True, dir_okay=False), default=None, help="Prior checkpoint; default: the shipped prior.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out/reproduce", show_default=True, help="Report and finished units; a run with the same settings there is resumed.")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:1, …")
+@click.option("--data", "data_root", type=click.Path(file_okay=False), default=None, help="Reference data folder (default $DRUS_REFERENCE_DATA or ../shared/data).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads (default: 1 with --quick, torch's choice otherwise).")
+def reproduce(target, quick, prior, out_dir, device, data_root, threads) -> None:
+    """The paper's experiments (Figs. 2–5, Table I) into one self-contained HTML report; resumable."""
+    import shlex
+
+    from drus.outputs import check_writable_dir
+    from drus.pipelines.reproduce import ReproduceConfig, run_reproduction
+
+    command = shlex.join(["drus", "reproduce", target] + ["--quick"] * quick + ["--prior", prior] * bool(prior)
+                         + ["--out", out_dir, "--device", device] + ["--data", data_root] * bool(data_root)
+                         + ["--threads", str(threads)] * bool(threads))
+    config = ReproduceConfig.reduced(target) if quick else ReproduceConfig.paper(target)
+    rep = run_reproduction(config, out_dir=check_writable_dir(out_dir), prior=prior, device=device,
+                           data_root=data_root, command=command, threads=threads)
+    click.echo(f"{len(rep.computed)} units computed, {len(rep.reused)} reused from an earlier run; "
+               f"wall time {rep.provenance['wall_seconds'] / 60:.1f} min")
+    click.echo(f"wrote {', '.join(str(f) for f in rep.files.values())}")
+
+
 @main.command()
 @click.option("--size", type=click.IntRange(min=2), default=None, help="Grid side n: the paper's field of view (x −18…18 mm, z 10…46 mm) at n × n pixels; with --acquisition, pixels along the grid's longer side, as in drus reconstruct.")
 @click.option("--acquisition", type=click.Path(exists=True, dir_okay=False), default=None, help="Decompose BH of this channel-data file on the grid drus reconstruct would use (with the same --angle, --x-range, --z-range, --size): warms its cache.")

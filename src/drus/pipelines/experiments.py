@@ -28,8 +28,8 @@ from drus.physics.operators import SeparableBlur
 from drus.physics.phantoms import add_noise, occlusion_disks, occlusion_phantom, scatterer_phantom, scatterer_points, speckle
 from drus.sampling.reconstruct import reconstruct
 
-__all__ = ["NumericalStudy", "occlusion_study", "scatterer_study", "format_table", "save_study", "numerical_study",
-           "OCCLUSION_SEED", "SCATTERER_SEED"]
+__all__ = ["NumericalStudy", "PHANTOMS", "run_realisation", "occlusion_study", "scatterer_study", "format_table",
+           "save_study", "numerical_study", "OCCLUSION_SEED", "SCATTERER_SEED"]
 
 #: First speckle seed of each phantom's realisations (held out from the shipped prior's training, seeded from 0).
 OCCLUSION_SEED, SCATTERER_SEED = 1000, 2000
@@ -60,27 +60,66 @@ class NumericalStudy:
                            "summary": {str(g): v for g, v in self.summary().items()}}, indent=2)
 
 
-def _run(phantom: str, echogenicity, score, *, model, gammas, seeds, sampler, size, device, progress):
+def _score_occlusion(img, grid) -> dict:
+    d = contrast_metrics(img, grid, occlusion_disks())
+    return {"gcnr": list(d.gcnr), "snr": list(d.snr)}
+
+
+def _score_scatterer(img, grid) -> dict:
+    r = resolution_metrics(img, grid, scatterer_points())
+    return {"fwhm_axial_mm": [v * 1e3 for v in r.axial], "fwhm_lateral_mm": [v * 1e3 for v in r.lateral]}
+
+
+#: The two phantoms of Sect. III: ``name → (echogenicity map of a grid, scores of one image on a grid)``.
+PHANTOMS = {"occlusion": (occlusion_phantom, _score_occlusion), "scatterer": (scatterer_phantom, _score_scatterer)}
+
+
+def run_realisation(phantom: str, *, gamma: float, seed: int, model, sampler: SamplerConfig = SamplerConfig(),
+                    size: int = 256, device="cpu", progress: bool = False) -> tuple[dict, dict]:
+    """One unit of the numerical study: one speckle realisation of ``phantom`` at noise level ``gamma``.
+
+    ``o = m ⊙ p`` with speckle seed ``seed``, ``y = K o + γ·max|K o|·n`` (noise seed ``seed + 10000``),
+    ``C`` DDRM samples seeded with ``seed`` → DRUSmean, DRUSvar, each scored with the phantom's metrics.
+
+    Returns
+    -------
+    scores : ``{method: {metric: [one value per cyst / target]}}`` for :data:`METHODS`.
+    images : ``{"echogenicity", "reflectivity", *METHODS: [size, size] array}`` (amplitudes; the
+        observation and DRUSmean as ``|·|``, DRUSvar the map itself).
+    """
+    if phantom not in PHANTOMS:
+        raise ValueError(f"phantom must be one of {', '.join(PHANTOMS)}, got {phantom!r}")
+    echogenicity, score = PHANTOMS[phantom]
     grid = paper_grid(size)
     K = SeparableBlur.paper(grid)
     p = echogenicity(grid)
+    o = speckle(p, seed=seed)
+    y, sigma0 = add_noise(K.apply(torch.from_numpy(o)).numpy(), gamma=gamma, seed=seed + 10_000)
+    rec = reconstruct(K, y, sigma0=sigma0, model=model, sampler=sampler.replace(seed=seed), device=device,
+                      progress=progress)
+    images = {"observation": np.abs(y), "DRUSmean": np.abs(rec.mean), "DRUSvar": rec.var}
+    scores = {m: {k: [float(v) for v in vals] for k, vals in score(img, grid).items()} for m, img in images.items()}
+    return scores, {"echogenicity": p, "reflectivity": o} | images
+
+
+def study_settings(*, gammas, seeds, sampler: SamplerConfig, size: int) -> dict:
+    """The settings recorded with a study (the sampler's seed is per realisation, so left out)."""
+    return {"gammas": list(gammas), "seeds": list(seeds), **{k: v for k, v in sampler.to_dict().items() if k != "seed"},
+            "grid": [size, size], "blur": "SeparableBlur.paper (lateral Gaussian 0.17 mm, axial cos-modulated, unit energy)"}
+
+
+def _run(phantom: str, *, model, gammas, seeds, sampler, size, device, progress):
     scores = {g: {m: {} for m in METHODS} for g in gammas}
     example = {}
     jobs = [(g, s) for g in gammas for s in seeds]
     for g, s in tqdm(jobs, desc=f"{phantom} study", disable=not progress):
-        o = speckle(p, seed=s)
-        y, sigma0 = add_noise(K.apply(torch.from_numpy(o)).numpy(), gamma=g, seed=s + 10_000)
-        rec = reconstruct(K, y, sigma0=sigma0, model=model, sampler=sampler.replace(seed=s), device=device,
-                          progress=False)
-        images = {"observation": np.abs(y), "DRUSmean": np.abs(rec.mean), "DRUSvar": rec.var}
-        for m, img in images.items():
-            for k, v in score(img, grid).items():
+        unit, images = run_realisation(phantom, gamma=g, seed=s, model=model, sampler=sampler, size=size, device=device)
+        for m, per in unit.items():
+            for k, v in per.items():
                 scores[g][m].setdefault(k, []).extend(v)
         if s == seeds[0]:
-            example[g] = {"echogenicity": p, "reflectivity": o} | images
-    settings = {"gammas": list(gammas), "seeds": list(seeds), **{k: v for k, v in sampler.to_dict().items() if k != "seed"},
-                "grid": [size, size], "blur": "SeparableBlur.paper (lateral Gaussian 0.17 mm, axial cos-modulated, unit energy)"}
-    return NumericalStudy(phantom, scores, settings, example)
+            example[g] = images
+    return NumericalStudy(phantom, scores, study_settings(gammas=gammas, seeds=seeds, sampler=sampler, size=size), example)
 
 
 def occlusion_study(model, *, gammas=(0.02, 0.08), seeds=tuple(range(OCCLUSION_SEED, OCCLUSION_SEED + 9)),
@@ -88,29 +127,17 @@ def occlusion_study(model, *, gammas=(0.02, 0.08), seeds=tuple(range(OCCLUSION_S
     """Fig. 2: gCNR and SNR on the occlusion phantom for each noise level γ (9 realisations by default).
 
     ``sampler``: C, steps, η, η_B, β (the paper's by default); each realisation seeds the sampler
-    with its own speckle seed."""
-    disks = occlusion_disks()
-
-    def score(img, grid):
-        d = contrast_metrics(img, grid, disks)
-        return {"gcnr": d.gcnr, "snr": d.snr}
-
-    return _run("occlusion", occlusion_phantom, score, model=model, gammas=gammas, seeds=seeds,
-                sampler=sampler, size=size, device=device, progress=progress)
+    with its own speckle seed (:func:`run_realisation`)."""
+    return _run("occlusion", model=model, gammas=gammas, seeds=seeds, sampler=sampler, size=size, device=device,
+                progress=progress)
 
 
 def scatterer_study(model, *, gammas=(0.018, 0.1), seeds=tuple(range(SCATTERER_SEED, SCATTERER_SEED + 9)),
                     sampler: SamplerConfig = SamplerConfig(), size=256, device="cpu", progress=True) -> NumericalStudy:
     """Fig. 3: axial/lateral −6 dB FWHM (mm) of the 25 targets of the scatterer phantom (``sampler`` as
     :func:`occlusion_study`)."""
-    points = scatterer_points()
-
-    def score(img, grid):
-        r = resolution_metrics(img, grid, points)
-        return {"fwhm_axial_mm": [v * 1e3 for v in r.axial], "fwhm_lateral_mm": [v * 1e3 for v in r.lateral]}
-
-    return _run("scatterer", scatterer_phantom, score, model=model, gammas=gammas, seeds=seeds,
-                sampler=sampler, size=size, device=device, progress=progress)
+    return _run("scatterer", model=model, gammas=gammas, seeds=seeds, sampler=sampler, size=size, device=device,
+                progress=progress)
 
 
 def format_table(study: NumericalStudy) -> str:

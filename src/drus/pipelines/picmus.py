@@ -24,9 +24,10 @@ from drus.datasets.picmus import (
 )
 from drus.evaluation.scoring import METHODS, method_envelope, points_in_view, score_image
 from drus.physics.geometry import ImageGrid
-from drus.sampling.config import OperatorConfig, ReconstructionConfig
+from drus.sampling.config import OperatorConfig, ReconstructionConfig, SamplerConfig
 
-__all__ = ["MethodResult", "DatasetResult", "PicmusEvaluation", "evaluate_picmus", "picmus_table", "by_check",
+__all__ = ["MethodResult", "DatasetResult", "PicmusEvaluation", "SetScoring", "prepare_set", "decimated_grid",
+           "decimation", "das_methods", "deno_method", "drus_methods", "evaluate_picmus", "picmus_table", "by_check",
            "TABLE_FILES"]
 
 #: The files :meth:`PicmusEvaluation.save` writes besides one ``<set>.hdf5`` per set.
@@ -230,6 +231,117 @@ class PicmusEvaluation:
         return files
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class SetScoring:
+    """One PICMUS set ready to be scored: its inputs on the measurement ``grid``, contrast ROIs and
+    speckle boxes (:func:`prepare_set`); :meth:`score` turns a method's image into a :class:`MethodResult`."""
+
+    inputs: object = dataclasses.field(repr=False)  # PicmusInputs
+    grid: ImageGrid = dataclasses.field(repr=False)
+    cysts: tuple = ()
+    rois: list | None = None
+
+    @property
+    def dataset(self) -> PicmusSet:
+        return self.inputs.dataset
+
+    def score(self, method: str, image: np.ndarray, grid: ImageGrid, seconds: float = 0.0, *,
+              amplitude: np.ndarray | None = None) -> MethodResult:
+        """``method``'s amplitude (:func:`method_envelope`, or ``amplitude`` when given: a method outside
+        :data:`METHODS`, e.g. a despeckled envelope) scored on this set's ROIs (:func:`score_image`)."""
+        amp = method_envelope(method, image) if amplitude is None else np.asarray(amplitude)
+        pts = points_in_view(self.inputs.phantom.points(), grid)
+        return MethodResult(image=image, amplitude=amp, grid=grid, seconds=seconds,
+                            metrics=score_image(amp, grid, cysts=self.cysts, speckle_rois=self.rois, points=pts))
+
+
+def decimation(shape: tuple[int, int], stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel indices ``(iz, ix)`` that keep every ``stride``-th pixel of an ``[n_z, n_x]`` image.
+
+    Depth: ``0, stride, …``. Lateral: mirrored about the centre (``i`` kept iff ``n_x − 1 − i`` is), so
+    that a grid symmetric about x = 0 stays symmetric (the flip split of :func:`decompose_bh` needs it);
+    the two middle columns are then ``stride + 1`` apart when ``n_x/stride`` is even.
+    """
+    n_z, n_x = shape
+    if stride < 1 or n_z % stride or n_x % (2 * stride):
+        raise ValueError(f"stride {stride!r} must divide n_z = {n_z} and n_x/2 = {n_x // 2}")
+    half = np.arange(0, n_x // 2, stride)
+    return np.arange(0, n_z, stride), np.concatenate([half, (n_x - 1 - half)[::-1]])
+
+
+def decimated_grid(grid: ImageGrid, stride: int) -> ImageGrid:
+    """``grid`` at the pixels of :func:`decimation` (a ``By`` pixel is one row of ``B``: kept exactly)."""
+    iz, ix = decimation(grid.shape, stride)
+    return ImageGrid(x=tuple(grid.x[i] for i in ix), z=tuple(grid.z[i] for i in iz))
+
+
+def prepare_set(dataset, *, data_root=None, grid: ImageGrid, file_shape: tuple[int, int] | None = None) -> SetScoring:
+    """Read one set (:func:`load_picmus_inputs`) for scoring on the measurement ``grid``.
+
+    ``file_shape``: the shape the ``By``/DENO files are stored in (default ``grid.shape``). When it
+    is a multiple of ``grid.shape`` the images are decimated to ``grid`` (:func:`decimation`: a
+    ``By`` pixel is one row of ``B``, so the decimated image is exactly ``B y`` on the coarser grid,
+    :func:`decimated_grid`); used by the quick reproduction.
+    """
+    ds = _resolve_set(dataset)
+    file_shape = tuple(file_shape or grid.shape)
+    inp = load_picmus_inputs(ds, data_root=data_root, shape=file_shape)
+    if file_shape != grid.shape:
+        k = file_shape[0] // grid.shape[0]
+        if k * grid.shape[0] != file_shape[0] or k * grid.shape[1] != file_shape[1]:
+            raise ValueError(f"grid {grid.shape} does not divide the files' shape {file_shape}")
+        iz, ix = decimation(file_shape, k)
+        inp = dataclasses.replace(inp, by=np.ascontiguousarray(inp.by[np.ix_(iz, ix)]),
+                                  deno=np.ascontiguousarray(inp.deno[np.ix_(iz, ix)]))
+    return SetScoring(inputs=inp, grid=grid, cysts=ds.cysts(inp.phantom), rois=inp.phantom.speckle_boxes() or None)
+
+
+def das_methods(scoring: SetScoring) -> dict:
+    """``{"DAS 75 PW", "DAS 1 PW": MethodResult}``: the reference file's envelopes on its own grid."""
+    das = scoring.inputs.das
+    return {f"DAS {n} PW": scoring.score(f"DAS {n} PW", np.abs(das.frame_for(n)).astype(np.float32), das.grid)
+            for n in (75, 1)}
+
+
+def deno_method(scoring: SetScoring, *, model, sampler: SamplerConfig, device="cpu", progress: bool = False):
+    """``(MethodResult, Reconstruction)`` of DENOmean (:func:`drus.sampling.reconstruct.deno`, ``A = I``) on
+    the set's DENO input with its σ0, on the measurement grid."""
+    from drus.sampling.reconstruct import deno
+
+    t = time.perf_counter()
+    den = deno(scoring.inputs.deno, sigma0=scoring.dataset.sigma0_deno, model=model, sampler=sampler, device=device,
+               progress=progress)
+    return scoring.score("DENOmean", den.mean, scoring.grid, time.perf_counter() - t), den
+
+
+def drus_methods(scoring: SetScoring, decomposed, *, model, sampler: SamplerConfig, device="cpu",
+                 progress: bool = False, sigma0_from_data: bool = False):
+    """``(methods, Reconstruction, attrs)``: DRUSmean, DRUSvar and pooled DRUSvar from one set of ``C``
+    DRUS samples with ``decomposed`` (``BH``), σ0 the paper's (or estimated from the data)."""
+    from drus.sampling.estimators import pool_window
+    from drus.sampling.reconstruct import reconstruct
+
+    unknown_grid = decomposed.beamformer.unknown_grid
+    ds, by = scoring.dataset, scoring.inputs.by
+    t = time.perf_counter()
+    sigma0, sigma0_source = ds.sigma0_drus, "paper"
+    if sigma0_from_data:
+        from drus.sampling.noise import estimate_sigma0
+
+        sigma0, sigma0_source = estimate_sigma0(decomposed, by)
+    rec = reconstruct(decomposed, by, sigma0=sigma0, model=model, sampler=sampler, device=device, progress=progress)
+    sec = time.perf_counter() - t
+    methods = {"DRUSmean": scoring.score("DRUSmean", rec.mean, unknown_grid, sec),
+               "DRUSvar": scoring.score("DRUSvar", rec.var, unknown_grid, sec),
+               "DRUSvar pooled": scoring.score("DRUSvar pooled", rec.var_pooled(pool_window(unknown_grid)),
+                                               unknown_grid, sec)}
+    attrs = {"sigma0_drus": sigma0, "sigma0_drus_source": sigma0_source, "sigma0_sampler_drus": rec.sigma0_sampler,
+             "scale_drus": rec.scale, "scale_source_drus": rec.scale_source,
+             # the sampler's own split: total, network and everything else (operator, noise), seconds
+             **{f"drus_{k}": float(v) for k, v in rec.timings.items()}}
+    return methods, rec, attrs
+
+
 def evaluate_picmus(
     model,
     *,
@@ -308,7 +420,6 @@ def evaluate_picmus(
     """
     from drus.sampling.estimators import pool_window
     from drus.physics.geometry import picmus
-    from drus.sampling.reconstruct import deno, reconstruct
 
     names = [sets] if isinstance(sets, str) else list(sets)
     if not names:
@@ -350,43 +461,17 @@ def evaluate_picmus(
     results = {}
     for ds in chosen:
         log.info("PICMUS %s (%s)", ds.name, ds.short)
-        inp = load_picmus_inputs(ds, data_root=data_root, shape=grid.shape)
-        cysts = ds.cysts(inp.phantom)
-        rois = inp.phantom.speckle_boxes() or None
-        methods = {}
-
-        def add(meth, image, g, seconds=0.0):
-            amp = method_envelope(meth, image)
-            pts = points_in_view(inp.phantom.points(), g)
-            methods[meth] = MethodResult(image=image, amplitude=amp, grid=g, seconds=seconds,
-                                         metrics=score_image(amp, g, cysts=cysts, speckle_rois=rois, points=pts))
-
-        das_grid = inp.das.grid
-        add("DAS 75 PW", np.abs(inp.das.frame_for(75)).astype(np.float32), das_grid)
-        add("DAS 1 PW", np.abs(inp.das.frame_for(1)).astype(np.float32), das_grid)
-        t = time.perf_counter()
-        den = deno(inp.deno, sigma0=ds.sigma0_deno, **common)
-        add("DENOmean", den.mean, grid, time.perf_counter() - t)
-        t = time.perf_counter()
-        sigma0, sigma0_source = ds.sigma0_drus, "paper"
-        if sigma0_from_data:
-            from drus.sampling.noise import estimate_sigma0
-
-            sigma0, sigma0_source = estimate_sigma0(decomposed, inp.by)
-        rec = reconstruct(decomposed, inp.by, sigma0=sigma0, **common)
-        sec = time.perf_counter() - t
-        add("DRUSmean", rec.mean, unknown_grid, sec)
-        add("DRUSvar", rec.var, unknown_grid, sec)
-        add("DRUSvar pooled", rec.var_pooled(pool_window(unknown_grid)), unknown_grid, sec)
+        scoring = prepare_set(ds, data_root=data_root, grid=grid)
+        methods = das_methods(scoring)
+        deno_result, den = deno_method(scoring, **common)
+        methods["DENOmean"] = deno_result
+        drus, rec, drus_attrs = drus_methods(scoring, decomposed, sigma0_from_data=sigma0_from_data, **common)
+        methods.update(drus)
         results[ds.name] = DatasetResult(
-            dataset=ds, methods=methods, by=inp.by, by_grid=grid, drus_samples=rec.samples, deno_samples=den.samples,
-            cysts=cysts,
-            attrs={"sigma0_drus": sigma0, "sigma0_drus_source": sigma0_source, "sigma0_sampler_drus": rec.sigma0_sampler,
-                   **sampler.to_attrs(), "sigma0_deno": ds.sigma0_deno, **operator.to_dict(),
-                   "scale_drus": rec.scale, "scale_deno": den.scale, "scale_source_drus": rec.scale_source,
-                   "scale_source_deno": den.scale_source,
-                   # the sampler's own split: total, network and everything else (operator, noise), seconds
-                   **{f"drus_{k}": float(v) for k, v in rec.timings.items()},
+            dataset=ds, methods=methods, by=scoring.inputs.by, by_grid=grid, drus_samples=rec.samples,
+            deno_samples=den.samples, cysts=scoring.cysts,
+            attrs={**drus_attrs, **sampler.to_attrs(), "sigma0_deno": ds.sigma0_deno, **operator.to_dict(),
+                   "scale_deno": den.scale, "scale_source_deno": den.scale_source,
                    **{f"deno_{k}": float(v) for k, v in den.timings.items()}},
         )
         if out_dir is not None:
