@@ -15,6 +15,7 @@ be created and written to) and :func:`refuse_overwrite` (no earlier result is re
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -141,3 +142,14 @@ def refuse_overwrite(paths: Iterable, *, overwrite: bool, option: str = "--out")
         raise OutputExistsError(
             f"{existing[0].parent} already holds results ({names}); pass --overwrite to replace them, "
             f"or choose another {option}")
+
+
+def json_safe(o):
+    """``o`` with non-finite floats as ``None`` (JSON has no NaN/inf) and dict keys as strings, recursively."""
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {str(k): json_safe(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [json_safe(v) for v in o]
+    return o

@@ -23,6 +23,7 @@ from drus.datasets.picmus import (
     picmus_operator,
 )
 from drus.evaluation.scoring import METHODS, method_envelope, points_in_view, score_image
+from drus.outputs import json_safe
 from drus.physics.geometry import ImageGrid
 from drus.sampling.config import OperatorConfig, ReconstructionConfig, SamplerConfig
 
@@ -176,16 +177,7 @@ class PicmusEvaluation:
         return out
 
     def to_json(self) -> str:
-        def clean(o):
-            if isinstance(o, float) and not math.isfinite(o):
-                return None
-            if isinstance(o, dict):
-                return {k: clean(v) for k, v in o.items()}
-            if isinstance(o, (list, tuple)):
-                return [clean(v) for v in o]
-            return o
-
-        return json.dumps(clean(self.to_dict()), indent=1)
+        return json.dumps(json_safe(self.to_dict()), indent=1)
 
     def save_figure(self, path, *, dynamic_range: float = 60.0) -> Path:
         """B-mode panels in [−60, 0] dB: one row per dataset, one column per method, cysts outlined."""

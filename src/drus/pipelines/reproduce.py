@@ -24,7 +24,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import platform
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ from typing import Callable
 import numpy as np
 
 from drus.evaluation.metrics import mean_std
-from drus.outputs import atomic_write, write_text_atomic
+from drus.outputs import atomic_write, json_safe, write_text_atomic
 from drus.sampling.config import SamplerConfig
 
 __all__ = ["NUMERICAL_GAMMAS", "PANEL_GAMMAS", "INVIVO_SETS", "ReproduceConfig", "UnitStore", "Reproduction",
@@ -253,22 +252,13 @@ class Reproduction:
         return out
 
     def to_json(self) -> str:
-        def clean(o):
-            if isinstance(o, float) and not math.isfinite(o):
-                return None
-            if isinstance(o, dict):
-                return {str(k): clean(v) for k, v in o.items()}
-            if isinstance(o, (list, tuple)):
-                return [clean(v) for v in o]
-            return o
-
         d = {"config": self.config.to_dict(), "provenance": self.provenance, "reused": self.reused,
              "computed": self.computed}
         if "numerical" in self.config.parts:
             d["numerical"] = {p: self.numerical_summary(p) for p in self.config.gammas}
         if "picmus" in self.config.parts:
             d["picmus"] = self.picmus_summary()
-        return json.dumps(clean(d), indent=1)
+        return json.dumps(json_safe(d), indent=1)
 
 
 def _numerical_key(phantom: str, gamma: float, seed: int) -> str:
