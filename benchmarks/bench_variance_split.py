@@ -12,7 +12,8 @@ inside 0.8 of each radius) and the gCNR of that group's variance map.
 One factor per option: ``--steps`` (DDRM steps), ``--missing q`` (the weakest fraction q of the kept
 components set to s = 0, so that the prior alone decides them), ``--prior`` (another checkpoint).
 
-    python benchmarks/bench_variance_split.py [--steps 50] [--missing 0] [--prior P] [--quick]
+    python benchmarks/bench_variance_split.py [--steps 50] [--missing 0] [--prior P] [--quick] [--save S.npz]
+    python benchmarks/fig_round2.py "label=S.npz" …      # the DRUSvar maps side by side
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="C = 4, 10 steps: checks the code path only")
+    ap.add_argument("--save", default=None, help="write the samples to this .npz (for fig_round2.py)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     bf, op = picmus_operator(128, progress=False)
@@ -64,6 +66,8 @@ def main() -> None:
     rec = reconstruct(run_op, y, sigma0=s0, model=model, scale=scale,
                       sampler=SamplerConfig(n_samples=C, n_steps=steps, seed=a.seed), progress=True)
     seconds = time.time() - t
+    if a.save:
+        np.savez_compressed(a.save, samples=rec.samples)
 
     def gcnr(img, kind="DRUSvar"):
         return float(np.mean(score_image(method_envelope(kind, img), grid, cysts=cysts)["gcnr"]))
