@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from drus.defaults import ADMSS_DT, ADMSS_ITERATIONS, ADMSS_MEMORY, ADMSS_RHO, ADMSS_SIGMA
 from drus.defaults import DEMO_GAMMA, DEMO_PLANE_WAVE_SIZE, DEMO_SEED, DEMO_SIZE
 from drus.defaults import PRIOR_FRACTION as DEFAULT_PRIOR_FRACTION
 from drus.errors import OptionError
@@ -481,11 +482,11 @@ def reconstruct_command(observation, method, angle, x_range, z_range, grid_size,
 @click.option("--method", type=click.Choice(DESPECKLE_METHODS), required=True, help="admss: anisotropic diffusion with memory based on speckle statistics (Ramos-Llordén et al. 2015; docs/despeckle.md).")
 @click.option("--dataset", default=None, help="HDF5 dataset to despeckle (default: the first of amplitude, mean, image). A signed RF image is despeckled on its envelope.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out/despeckle", show_default=True, help="Output folder.")
-@click.option("--sigma", type=click.FloatRange(min=0, min_open=True), default=4.0, show_default=True, help="Structure-tensor scale σ (pixels).")
-@click.option("--rho", type=click.FloatRange(min=0, min_open=True), default=4.0, show_default=True, help="Structure-tensor integration scale ρ (pixels).")
-@click.option("--iterations", type=click.IntRange(min=0), default=31, show_default=True, help="Diffusion steps.")
-@click.option("--memory", type=click.IntRange(min=0), default=9, show_default=True, help="Memory n of the delay equation.")
-@click.option("--dt", type=click.FloatRange(min=0, min_open=True), default=0.3, show_default=True, help="Time step Δt.")
+@click.option("--sigma", type=click.FloatRange(min=0, min_open=True), default=ADMSS_SIGMA, show_default=True, help="Structure-tensor scale σ (pixels).")
+@click.option("--rho", type=click.FloatRange(min=0, min_open=True), default=ADMSS_RHO, show_default=True, help="Structure-tensor integration scale ρ (pixels).")
+@click.option("--iterations", type=click.IntRange(min=0), default=ADMSS_ITERATIONS, show_default=True, help="Diffusion steps.")
+@click.option("--memory", type=click.IntRange(min=0), default=ADMSS_MEMORY, show_default=True, help="Memory n of the delay equation.")
+@click.option("--dt", type=click.FloatRange(min=0, min_open=True), default=ADMSS_DT, show_default=True, help="Time step Δt.")
 @click.option("--overwrite", is_flag=True, help="Replace the results of an earlier run of this file in --out.")
 def despeckle_command(path, method, dataset, out_dir, sigma, rho, iterations, memory, dt, overwrite) -> None:
     """Despeckle an envelope image: a drus HDF5 (e.g. drus reconstruct's) or a .npy 2-D array.

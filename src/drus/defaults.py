@@ -23,3 +23,8 @@ DEMO_SEED = 1000
 DEMO_GAMMA, DEMO_SIZE = 0.02, 256
 #: Its plane-wave panel's pixels along the depth (96: 64 × 96 unknowns of 0.15 mm).
 DEMO_PLANE_WAVE_SIZE = 96
+
+# --- ADMSS (drus.evaluation.despeckle.admss): the DRUS authors' parameters, declared here so that
+# ``drus despeckle`` shows them without importing the filter ---
+#: Structure-tensor scales σ and ρ (pixels), diffusion steps, memory n of the delay equation, time step Δt.
+ADMSS_SIGMA, ADMSS_RHO, ADMSS_ITERATIONS, ADMSS_MEMORY, ADMSS_DT = 4.0, 4.0, 31, 9, 0.3

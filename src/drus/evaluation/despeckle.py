@@ -51,6 +51,8 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from scipy.special import gammaln, logsumexp, polygamma, psi
 
+from drus.defaults import ADMSS_DT, ADMSS_ITERATIONS, ADMSS_MEMORY, ADMSS_RHO, ADMSS_SIGMA
+
 __all__ = ["GammaMixture", "fit_gamma_mixture", "admss", "amplitude_of"]
 
 #: Mixture classes and refit period of the speckle statistics (iterations).
@@ -224,11 +226,11 @@ def _check_envelope(envelope) -> np.ndarray:
 def admss(
     envelope: np.ndarray,
     *,
-    sigma: float = 4.0,
-    rho: float = 4.0,
-    n_iter: int = 31,
-    memory: int = 9,
-    dt: float = 0.3,
+    sigma: float = ADMSS_SIGMA,
+    rho: float = ADMSS_RHO,
+    n_iter: int = ADMSS_ITERATIONS,
+    memory: int = ADMSS_MEMORY,
+    dt: float = ADMSS_DT,
     model: str = "gamma",
     progress: bool | None = None,
 ) -> np.ndarray:

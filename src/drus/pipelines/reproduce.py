@@ -32,6 +32,7 @@ from typing import Callable
 import numpy as np
 
 from drus.evaluation.metrics import mean_std
+from drus.defaults import ADMSS_DT, ADMSS_ITERATIONS, ADMSS_MEMORY, ADMSS_RHO, ADMSS_SIGMA
 from drus.outputs import atomic_write, json_safe, write_text_atomic
 from drus.sampling.config import SamplerConfig
 
@@ -419,12 +420,13 @@ def _picmus_units(cfg: ReproduceConfig, ctx: _Picmus, store: UnitStore) -> list[
             t = time.perf_counter()
             drus_meta, drus_arrays = store.load(f"picmus/{name}/DRUS")
             extent = drus_meta["methods"]["DRUSmean"]["extent_mm"]
-            filtered = admss(envelope(drus_arrays["DRUSmean_signed"], axis=0), progress=False)
+            params = {"sigma": ADMSS_SIGMA, "rho": ADMSS_RHO, "n_iter": ADMSS_ITERATIONS, "memory": ADMSS_MEMORY,
+                      "dt": ADMSS_DT, "model": "gamma"}
+            filtered = admss(envelope(drus_arrays["DRUSmean_signed"], axis=0), progress=False, **params)
             scoring = ctx.scoring(name)
             result = scoring.score("DRUSmean+ADMSS", filtered, ctx.unknown_grid, time.perf_counter() - t, amplitude=filtered)
             meta, arrays = _methods_meta({"DRUSmean+ADMSS": result})
             meta["DRUSmean+ADMSS"]["extent_mm"] = extent
-            params = {"sigma": 4.0, "rho": 4.0, "n_iter": 31, "memory": 9, "dt": 0.3, "model": "gamma"}
             return {"set": name, "methods": meta, "admss": params, "seconds": time.perf_counter() - t}, arrays
 
         units += [_Unit(f"picmus/{name}/DAS", f"PICMUS {name}: DAS", 0.5, run_das),
