@@ -30,6 +30,7 @@ import numpy as np
 
 from drus.physics.geometry import ImageGrid
 from drus.physics.geometry import Box, Disk
+from drus.physics.pulse import contiguous_run
 
 __all__ = [
     "to_db",
@@ -315,13 +316,7 @@ def _lobe_width(positions: np.ndarray, profile: np.ndarray, peak_index: int, ups
         fine = np.interp(fine_pos, seg_pos, profile[a:b + 1])
     k = int(np.argmax(fine))
     thr = level * fine[k]
-    above = fine >= thr
-    i = k
-    while i > 0 and above[i - 1]:
-        i -= 1
-    j = k
-    while j < fine.size - 1 and above[j + 1]:
-        j += 1
+    i, j = contiguous_run(fine >= thr, k)
 
     def crossing(inner: int, outer: int) -> float:
         # linear interpolation of the threshold crossing between fine samples inner (≥) and outer (<)

@@ -226,13 +226,7 @@ def estimate_spectrum(channel_data: np.ndarray, *, sampling_frequency: float) ->
     if not np.any(amp > 0):
         raise ValueError("channel_data is constant: no spectrum to estimate the pulse from")
     peak = int(np.argmax(amp))
-    above = amp >= amp[peak] / 2
-    lo = peak
-    while lo > 0 and above[lo - 1]:
-        lo -= 1
-    hi = peak
-    while hi < f.size - 1 and above[hi + 1]:
-        hi += 1
+    lo, hi = contiguous_run(amp >= amp[peak] / 2, peak)
     band = slice(lo, hi + 1)
     f0 = float(np.sum(f[band] * amp[band]) / np.sum(amp[band]))
     # band edges interpolated to the half-peak crossing
@@ -245,3 +239,13 @@ def estimate_spectrum(channel_data: np.ndarray, *, sampling_frequency: float) ->
 
     f_lo, f_hi = crossing(lo, lo - 1), crossing(hi, hi + 1)
     return f0, float((f_hi - f_lo) / f0)
+
+
+def contiguous_run(mask: np.ndarray, index: int) -> tuple[int, int]:
+    """First and last index of the run of ``True`` in the 1-D ``mask`` that contains ``index``."""
+    lo = hi = int(index)
+    while lo > 0 and mask[lo - 1]:
+        lo -= 1
+    while hi < mask.size - 1 and mask[hi + 1]:
+        hi += 1
+    return lo, hi
